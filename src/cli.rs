@@ -1,0 +1,195 @@
+//! Command-line flags (each also read from a `WSBEAT_*` variable) to
+//! [`Config`](crate::Config).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wsbeat",
+    version,
+    about = "WebSocket server for very many long-lived connections",
+    after_help = "Durations take ms, s, m, h (500ms, 30s). Sizes take bytes or KiB, MiB, GiB (16MiB).\nA flag beats its environment variable. Logging: RUST_LOG (default info)."
+)]
+struct Flags {
+    /// WebSocket listener address.
+    #[arg(long, env = "WSBEAT_LISTEN", default_value = "0.0.0.0:8181", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Only upgrade on this path (others get 404). Default: any path.
+    #[arg(long, env = "WSBEAT_PATH", value_name = "PATH", value_parser = parse_path)]
+    path: Option<String>,
+
+    /// Comma list of exact Origin values allowed to upgrade (others get 403).
+    /// Default: any origin.
+    #[arg(long, env = "WSBEAT_ALLOWED_ORIGINS", value_name = "LIST", value_parser = parse_origins)]
+    allowed_origins: Option<Origins>,
+
+    /// Drop a connection that has not completed its upgrade by then.
+    #[arg(long, env = "WSBEAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "D", value_parser = positive_duration)]
+    handshake_timeout: Duration,
+
+    /// After sending a close frame, wait this long for the client's, then drop.
+    #[arg(long, env = "WSBEAT_CLOSE_TIMEOUT", default_value = "5s", value_name = "D", value_parser = positive_duration)]
+    close_timeout: Duration,
+
+    /// More concurrent connections get 503 and are closed.
+    #[arg(long, env = "WSBEAT_MAX_CONNECTIONS", default_value = "1000000", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    max_connections: u64,
+
+    /// Larger messages (after reassembly) close the connection with 1009.
+    #[arg(long, env = "WSBEAT_MAX_MESSAGE_SIZE", default_value = "1MiB", value_name = "S", value_parser = positive_size)]
+    max_message_size: usize,
+
+    /// Drop a connection whose unsent outbound bytes exceed this.
+    #[arg(long, env = "WSBEAT_MAX_BACKPRESSURE", default_value = "1MiB", value_name = "S", value_parser = positive_size)]
+    max_backpressure: usize,
+
+    /// Echo every non-heartbeat text and binary message back.
+    #[arg(long, env = "WSBEAT_ECHO")]
+    echo: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Origins(Vec<String>);
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains(['?', '#', ' ']) {
+        Ok(s.to_string())
+    } else {
+        Err("expected an absolute path such as /ws, without query".into())
+    }
+}
+
+fn parse_origins(s: &str) -> Result<Origins, String> {
+    let list: Vec<String> = s.split(',').map(|o| o.trim().to_string()).collect();
+    if list.iter().any(|o| o.is_empty()) {
+        return Err("expected a comma list of origins such as https://a.example,https://b.example".into());
+    }
+    Ok(Origins(list))
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match config::parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn positive_size(s: &str) -> Result<usize, String> {
+    match config::parse_size(s)? {
+        0 => Err("must be greater than 0".into()),
+        n => Ok(n),
+    }
+}
+
+/// Parses flags and `WSBEAT_*` variables. On `--help`/`--version` prints and
+/// returns exit code 0; on a bad value prints one line naming the flag, the
+/// value and what is allowed, and returns exit code 2.
+pub fn parse_args<I, T>(args: I) -> Result<Config, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let flags = match Flags::try_parse_from(args) {
+        Ok(f) => f,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(
+                e.kind(),
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return Err(ExitCode::SUCCESS);
+            }
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return Err(ExitCode::from(2));
+        }
+    };
+    Ok(Config {
+        listen: flags.listen,
+        path: flags.path,
+        allowed_origins: flags.allowed_origins.map(|o| o.0),
+        handshake_timeout: flags.handshake_timeout,
+        close_timeout: flags.close_timeout,
+        max_connections: flags.max_connections as usize,
+        max_message_size: flags.max_message_size,
+        max_backpressure: flags.max_backpressure,
+        echo: flags.echo,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_config_default() {
+        let cfg = parse_args(["wsbeat"]).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+        assert_eq!(cfg.close_timeout, d.close_timeout);
+        assert_eq!(cfg.max_connections, d.max_connections);
+        assert_eq!(cfg.max_message_size, d.max_message_size);
+        assert_eq!(cfg.max_backpressure, d.max_backpressure);
+        assert_eq!(cfg.echo, d.echo);
+        assert_eq!(cfg.path, d.path);
+        assert!(cfg.allowed_origins.is_none());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cfg = parse_args([
+            "wsbeat",
+            "--listen",
+            "127.0.0.1:9000",
+            "--echo",
+            "--max-message-size",
+            "16MiB",
+            "--path",
+            "/ws",
+            "--allowed-origins",
+            "https://a.example, https://b.example",
+            "--close-timeout",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
+        assert!(cfg.echo);
+        assert_eq!(cfg.max_message_size, 16 << 20);
+        assert_eq!(cfg.path.as_deref(), Some("/ws"));
+        assert_eq!(
+            cfg.allowed_origins.unwrap(),
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(cfg.close_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_values_exit_2() {
+        for args in [
+            &["wsbeat", "--close-timeout", "5"][..],
+            &["wsbeat", "--close-timeout", "0s"],
+            &["wsbeat", "--max-message-size", "1MB"],
+            &["wsbeat", "--max-connections", "0"],
+            &["wsbeat", "--listen", "nowhere"],
+            &["wsbeat", "--path", "ws"],
+            &["wsbeat", "--allowed-origins", "a,,b"],
+            &["wsbeat", "--no-such-flag"],
+        ] {
+            assert_eq!(
+                parse_args(args.iter().copied()).unwrap_err(),
+                ExitCode::from(2),
+                "{args:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Server settings, their defaults, and the parsing of durations and sizes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the server can be told. `Config::default()` is what
+/// `wsbeat` runs with when given no flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// WebSocket listener.
+    pub listen: SocketAddr,
+    /// When set, upgrades on other paths get `404`.
+    pub path: Option<String>,
+    /// When set, only these exact `Origin` values may upgrade (`403`
+    /// otherwise); requests without `Origin` are let through.
+    pub allowed_origins: Option<Vec<String>>,
+    /// A connection that has not completed its upgrade by then is dropped.
+    pub handshake_timeout: Duration,
+    /// After sending a close frame, how long to wait for the client's.
+    pub close_timeout: Duration,
+    /// Connections beyond this get `503`.
+    pub max_connections: usize,
+    /// Largest message after reassembly; larger ones close with 1009.
+    pub max_message_size: usize,
+    /// Unsent outbound bytes beyond which a connection is dropped.
+    pub max_backpressure: usize,
+    /// Echo every text and binary message back.
+    pub echo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:8181".parse().expect("valid default address"),
+            path: None,
+            allowed_origins: None,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_connections: 1_000_000,
+            max_message_size: 1 << 20,
+            max_backpressure: 1 << 20,
+            echo: false,
+        }
+    }
+}
+
+/// What the duration parser accepts, for error messages.
+pub const DURATION_HELP: &str = "a whole number followed by ms, s, m or h, e.g. 500ms, 30s";
+/// What the size parser accepts, for error messages.
+pub const SIZE_HELP: &str = "a whole number of bytes, optionally followed by KiB, MiB or GiB, e.g. 65536, 16MiB";
+
+/// Parses `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let err = || format!("expected {DURATION_HELP}");
+    if num.is_empty() {
+        return Err(err());
+    }
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(err()),
+    };
+    // A century is plenty; beyond it, arithmetic on deadlines could overflow.
+    match ms {
+        Some(ms) if ms <= 100 * 365 * 86_400_000 => Ok(Duration::from_millis(ms)),
+        _ => Err("duration too large".into()),
+    }
+}
+
+/// Parses `65536`, `64KiB`, `16MiB`, `1GiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let err = || format!("expected {SIZE_HELP}");
+    if num.is_empty() {
+        return Err(err());
+    }
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|&v| v <= 1 << 40)
+        .ok_or_else(|| "size too large (at most 1024GiB)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "30 s",
+            "30sec",
+            "1d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in ["", "MiB", "1.5MiB", "-1", "16mb", "16MB", "16 MiB", "99999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+}

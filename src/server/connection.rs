@@ -1,0 +1,64 @@
+//! One connection: its socket, its phase and the bytes it could not send yet.
+
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::protocol::message::Decoder;
+use crate::timer::TimerKey;
+
+/// Where a connection is in its life.
+pub(crate) enum Phase {
+    /// Waiting for a complete upgrade request. The bytes of an incomplete
+    /// request are kept (at most 8 KiB plus one read).
+    Handshake(Vec<u8>),
+    /// Upgraded: frames flow both ways.
+    Open,
+    /// The client's close was answered; the TCP connection is closed as soon
+    /// as the answer is flushed.
+    CloseAfterFlush,
+    /// Failed (protocol error, or a refused handshake): the last bytes are
+    /// being flushed, then the write side is shut and input is discarded until
+    /// the client closes or the close timeout passes. Draining the input
+    /// instead of closing at once keeps the kernel from answering unread bytes
+    /// with a reset that could destroy the response in flight.
+    Failing { write_shut: bool },
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    /// `generation << 32 | slab index`: distinguishes this connection from
+    /// earlier ones in the same slab slot.
+    pub token: u64,
+    pub phase: Phase,
+    pub decoder: Decoder,
+    /// Bytes the socket did not take; allocated only while backed up.
+    pub out: Vec<u8>,
+    /// How much of `out` is already written.
+    pub out_pos: usize,
+    /// Whether WRITABLE interest is registered.
+    pub want_write: bool,
+    pub timer: Option<TimerKey>,
+    pub peer: SocketAddr,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, token: u64, peer: SocketAddr) -> Self {
+        Conn {
+            stream,
+            token,
+            phase: Phase::Handshake(Vec::new()),
+            decoder: Decoder::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            want_write: false,
+            timer: None,
+            peer,
+        }
+    }
+
+    /// Unsent bytes held by this connection.
+    pub fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}

@@ -1,0 +1,6 @@
+//! The server: event loop and connections.
+
+mod connection;
+mod event_loop;
+
+pub use event_loop::Server;

@@ -1,0 +1,59 @@
+//! The `wsbeat` binary: flags, exit codes, and that it serves.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+fn wsbeat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wsbeat"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn help_lists_flags_defaults_and_variables() {
+    let out = wsbeat().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "[default: 0.0.0.0:8181]",
+        "WSBEAT_LISTEN",
+        "--max-message-size",
+        "[default: 1MiB]",
+        "--echo",
+        "WSBEAT_CLOSE_TIMEOUT",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn a_bad_value_exits_2_with_one_line_naming_flag_and_value() {
+    let out = wsbeat().args(["--close-timeout", "5x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--close-timeout") && err.contains("5x") && err.contains("ms, s, m or h"),
+        "{err}"
+    );
+    // The same through the environment.
+    let out = wsbeat().env("WSBEAT_MAX_MESSAGE_SIZE", "lots").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--max-message-size") && err.contains("lots"), "{err}");
+}
+
+#[test]
+fn a_bind_failure_exits_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = wsbeat()
+        .args(["--listen", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&addr), "{err}");
+}
