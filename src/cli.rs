@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, DuplicateId, Liveness, ServerHeartbeat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +30,29 @@ struct Flags {
     /// Default: any origin.
     #[arg(long, env = "WSBEAT_ALLOWED_ORIGINS", value_name = "LIST", value_parser = parse_origins)]
     allowed_origins: Option<Origins>,
+
+    /// How often the server sends its heartbeat to each client.
+    #[arg(long, env = "WSBEAT_HEARTBEAT_INTERVAL", default_value = "30s", value_name = "D", value_parser = positive_duration)]
+    heartbeat_interval: Duration,
+
+    /// Evict a client with no liveness signal for this long (close 4000).
+    #[arg(long, env = "WSBEAT_HEARTBEAT_TIMEOUT", default_value = "60s", value_name = "D", value_parser = positive_duration)]
+    heartbeat_timeout: Duration,
+
+    /// What the server sends every interval: ping (RFC 6455 ping frame), text
+    /// (text message "heartbeat"), both, off.
+    #[arg(long, env = "WSBEAT_SERVER_HEARTBEAT", default_value = "ping", value_name = "MODE")]
+    server_heartbeat: HeartbeatMode,
+
+    /// What proves a client alive: any (every complete frame) or heartbeat
+    /// (only client heartbeat messages).
+    #[arg(long, env = "WSBEAT_LIVENESS", default_value = "any", value_name = "MODE")]
+    liveness: LivenessMode,
+
+    /// A second connection with an online id: replace (the older gets 4001)
+    /// or reject (the newer gets 4002).
+    #[arg(long, env = "WSBEAT_DUPLICATE_ID", default_value = "replace", value_name = "MODE")]
+    duplicate_id: DuplicateMode,
 
     /// Drop a connection that has not completed its upgrade by then.
     #[arg(long, env = "WSBEAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "D", value_parser = positive_duration)]
@@ -58,6 +81,26 @@ struct Flags {
 
 #[derive(Clone, Debug)]
 struct Origins(Vec<String>);
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HeartbeatMode {
+    Ping,
+    Text,
+    Both,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LivenessMode {
+    Any,
+    Heartbeat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DuplicateMode {
+    Replace,
+    Reject,
+}
 
 fn parse_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') && !s.contains(['?', '#', ' ']) {
@@ -117,6 +160,22 @@ where
         listen: flags.listen,
         path: flags.path,
         allowed_origins: flags.allowed_origins.map(|o| o.0),
+        heartbeat_interval: flags.heartbeat_interval,
+        heartbeat_timeout: flags.heartbeat_timeout,
+        server_heartbeat: match flags.server_heartbeat {
+            HeartbeatMode::Ping => ServerHeartbeat::Ping,
+            HeartbeatMode::Text => ServerHeartbeat::Text,
+            HeartbeatMode::Both => ServerHeartbeat::Both,
+            HeartbeatMode::Off => ServerHeartbeat::Off,
+        },
+        liveness: match flags.liveness {
+            LivenessMode::Any => Liveness::Any,
+            LivenessMode::Heartbeat => Liveness::Heartbeat,
+        },
+        duplicate_id: match flags.duplicate_id {
+            DuplicateMode::Replace => DuplicateId::Replace,
+            DuplicateMode::Reject => DuplicateId::Reject,
+        },
         handshake_timeout: flags.handshake_timeout,
         close_timeout: flags.close_timeout,
         max_connections: flags.max_connections as usize,
@@ -136,6 +195,11 @@ mod tests {
         let d = Config::default();
         assert_eq!(cfg.listen, d.listen);
         assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+        assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);
+        assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
+        assert_eq!(cfg.server_heartbeat, d.server_heartbeat);
+        assert_eq!(cfg.liveness, d.liveness);
+        assert_eq!(cfg.duplicate_id, d.duplicate_id);
         assert_eq!(cfg.close_timeout, d.close_timeout);
         assert_eq!(cfg.max_connections, d.max_connections);
         assert_eq!(cfg.max_message_size, d.max_message_size);
@@ -160,6 +224,16 @@ mod tests {
             "https://a.example, https://b.example",
             "--close-timeout",
             "500ms",
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-timeout",
+            "1m",
+            "--server-heartbeat",
+            "both",
+            "--liveness",
+            "heartbeat",
+            "--duplicate-id",
+            "reject",
         ])
         .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
@@ -171,6 +245,11 @@ mod tests {
             vec!["https://a.example", "https://b.example"]
         );
         assert_eq!(cfg.close_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.server_heartbeat, ServerHeartbeat::Both);
+        assert_eq!(cfg.liveness, Liveness::Heartbeat);
+        assert_eq!(cfg.duplicate_id, DuplicateId::Reject);
     }
 
     #[test]
@@ -184,6 +263,9 @@ mod tests {
             &["wsbeat", "--path", "ws"],
             &["wsbeat", "--allowed-origins", "a,,b"],
             &["wsbeat", "--no-such-flag"],
+            &["wsbeat", "--server-heartbeat", "loud"],
+            &["wsbeat", "--liveness", "some"],
+            &["wsbeat", "--heartbeat-timeout", "0ms"],
         ] {
             assert_eq!(
                 parse_args(args.iter().copied()).unwrap_err(),

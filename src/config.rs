@@ -3,6 +3,32 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::server::registry::DuplicateId;
+
+/// What the server sends every heartbeat interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerHeartbeat {
+    /// An RFC 6455 ping frame (browsers answer it by themselves).
+    #[default]
+    Ping,
+    /// A text message `heartbeat` (visible to scripts in a page).
+    Text,
+    /// Both, ping first.
+    Both,
+    /// Nothing.
+    Off,
+}
+
+/// What proves a client alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Liveness {
+    /// Every complete frame from the client: heartbeat, pong, data.
+    #[default]
+    Any,
+    /// Only client heartbeat messages.
+    Heartbeat,
+}
+
 /// Everything the server can be told. `Config::default()` is what
 /// `wsbeat` runs with when given no flags.
 #[derive(Clone, Debug)]
@@ -14,6 +40,13 @@ pub struct Config {
     /// When set, only these exact `Origin` values may upgrade (`403`
     /// otherwise); requests without `Origin` are let through.
     pub allowed_origins: Option<Vec<String>>,
+    /// How often the server sends its heartbeat to each client.
+    pub heartbeat_interval: Duration,
+    /// A client with no liveness signal for this long is evicted (4000).
+    pub heartbeat_timeout: Duration,
+    pub server_heartbeat: ServerHeartbeat,
+    pub liveness: Liveness,
+    pub duplicate_id: DuplicateId,
     /// A connection that has not completed its upgrade by then is dropped.
     pub handshake_timeout: Duration,
     /// After sending a close frame, how long to wait for the client's.
@@ -34,6 +67,11 @@ impl Default for Config {
             listen: "0.0.0.0:8181".parse().expect("valid default address"),
             path: None,
             allowed_origins: None,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(60),
+            server_heartbeat: ServerHeartbeat::Ping,
+            liveness: Liveness::Any,
+            duplicate_id: DuplicateId::Replace,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_connections: 1_000_000,

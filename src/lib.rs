@@ -24,4 +24,4 @@ pub mod server;
 pub mod timer;
 
 pub use config::Config;
-pub use server::Server;
+pub use server::{Server, Stats};

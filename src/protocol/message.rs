@@ -50,6 +50,8 @@ struct Partial {
     ctrl: Vec<u8>,
     msg_delivered: bool,
     ctrl_delivered: bool,
+    /// A data frame that does not end its message was completed.
+    fragment_done: bool,
 }
 
 impl Partial {
@@ -81,6 +83,14 @@ impl Decoder {
     /// True when no partial frame or message is held (no heap memory owned).
     pub fn is_idle(&self) -> bool {
         self.partial.is_none()
+    }
+
+    /// Whether a non-final data frame was completed since the last call: a
+    /// complete frame proves the client alive even before its message ends.
+    pub fn take_fragment_done(&mut self) -> bool {
+        self.partial
+            .as_deref_mut()
+            .is_some_and(|p| std::mem::take(&mut p.fragment_done))
     }
 
     /// Bytes of heap memory the decoder holds (for metrics and tests).
@@ -178,6 +188,9 @@ impl Decoder {
                         Err(e) if e.error_len().is_some() => return Err(ProtocolError::bad_utf8()),
                         Err(e) => p.utf8_ok += e.valid_up_to(),
                     }
+                }
+                if fp.remaining == 0 && !fp.fin {
+                    p.fragment_done = true;
                 }
                 if fp.remaining == 0 && fp.fin {
                     if p.utf8_ok != p.msg.len() && p.msg_kind == Some(OpCode::Text) {

@@ -14,6 +14,10 @@ pub(crate) enum Phase {
     Handshake(Vec<u8>),
     /// Upgraded: frames flow both ways.
     Open,
+    /// The server sent a close frame (eviction, replacement, policy) and
+    /// waits for the client's; frames are still decoded, but only a close
+    /// frame matters.
+    Closing,
     /// The client's close was answered; the TCP connection is closed as soon
     /// as the answer is flushed.
     CloseAfterFlush,
@@ -38,12 +42,24 @@ pub(crate) struct Conn {
     pub out_pos: usize,
     /// Whether WRITABLE interest is registered.
     pub want_write: bool,
+    /// The connection's one timer: handshake deadline, then the earlier of
+    /// the next server heartbeat and the liveness deadline, then the close
+    /// deadline. Liveness is re-checked lazily when it fires, so frames only
+    /// update `last_seen` and never touch the wheel.
     pub timer: Option<TimerKey>,
     pub peer: SocketAddr,
+    /// Bound client id, while the connection holds it in the registry.
+    pub client_id: Option<Box<str>>,
+    /// Monotonic ms of the last liveness signal.
+    pub last_seen: u64,
+    /// Monotonic ms at which the next server heartbeat is due.
+    pub next_beat: u64,
+    /// Monotonic ms of the upgrade (accept time before it).
+    pub connected_at: u64,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, token: u64, peer: SocketAddr) -> Self {
+    pub fn new(stream: TcpStream, token: u64, peer: SocketAddr, now: u64) -> Self {
         Conn {
             stream,
             token,
@@ -54,6 +70,10 @@ impl Conn {
             want_write: false,
             timer: None,
             peer,
+            client_id: None,
+            last_seen: now,
+            next_beat: u64::MAX,
+            connected_at: now,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The event loop: one thread, one `mio::Poll`, every connection in a slab,
-//! every deadline on a timer wheel.
+//! every deadline on a timer wheel, every client id in the registry.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -11,16 +13,18 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::connection::{Conn, Phase};
-use crate::config::Config;
+use super::registry::{Bind, OfflineReason, PresenceEvent, Registry};
+use crate::config::{Config, Liveness, ServerHeartbeat};
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::{self, Outcome, Policy, Rejection};
+use crate::protocol::heartbeat::{Due, Heartbeat, Schedule, parse_heartbeat};
 use crate::protocol::message::{Limits, Message};
 use crate::timer::TimerWheel;
 
 /// Tokens with the top bit set are the loop's own; connection tokens are
 /// `generation << 32 | slab index` with a 31-bit generation, so a token
-/// that outlives its connection (a late event, a stale timer) never reaches
-/// the connection that reuses the slot.
+/// that outlives its connection (a late event, a stale timer, a deferred
+/// action) never reaches the connection that reuses the slot.
 const LISTENER: Token = Token(usize::MAX);
 const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 /// Timer payload that retries accepting after running out of descriptors.
@@ -32,6 +36,29 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Reads per connection per readiness event before others get their turn.
 const MAX_READS_PER_EVENT: usize = 16;
 
+/// Live numbers of a running server, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    connections_open: AtomicUsize,
+    clients_online: AtomicUsize,
+    timers: AtomicUsize,
+}
+
+impl Stats {
+    /// Sockets held, in any phase (handshake, open, closing).
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+    /// Client ids in the registry.
+    pub fn clients_online(&self) -> usize {
+        self.clients_online.load(Ordering::Relaxed)
+    }
+    /// Pending timers (one per connection at most, plus the loop's own).
+    pub fn timers(&self) -> usize {
+        self.timers.load(Ordering::Relaxed)
+    }
+}
+
 /// A WebSocket server bound to its address, ready to [`run`](Server::run).
 pub struct Server {
     poll: Poll,
@@ -40,6 +67,7 @@ pub struct Server {
     conns: Slab<Conn>,
     rbuf: Vec<u8>,
     core: Core,
+    stats: Arc<Stats>,
 }
 
 /// Everything but the connections and the read buffer, so that a connection
@@ -47,20 +75,33 @@ pub struct Server {
 struct Core {
     cfg: Config,
     start: Instant,
+    /// Monotonic ms since `start`, read once per loop turn.
     now: u64,
+    /// Unix ms, read with `now`; what users see.
+    wall: u64,
     timers: TimerWheel<u64>,
     /// Outbound bytes of the connection being served, written with one
     /// syscall when it is done.
     wbuf: Vec<u8>,
     next_generation: u32,
     accept_paused: bool,
+    registry: Registry,
+    /// Presence changes of this turn, handed out at its end.
+    events: Vec<PresenceEvent>,
+    /// Actions on other connections decided while serving one.
+    deferred: Vec<Deferred>,
+}
+
+enum Deferred {
+    /// Close a connection that lost its id to a newer one.
+    Replaced { token: u64 },
 }
 
 /// What to do with a connection after its input was handled.
 #[derive(Debug, PartialEq, Eq)]
 enum After {
     Keep,
-    Drop(&'static str),
+    Drop(OfflineReason, &'static str),
 }
 
 impl Server {
@@ -80,11 +121,16 @@ impl Server {
                 cfg,
                 start: Instant::now(),
                 now: 0,
+                wall: 0,
                 timers: TimerWheel::new(0),
                 wbuf: Vec::new(),
                 next_generation: 0,
                 accept_paused: false,
+                registry: Registry::new(),
+                events: Vec::new(),
+                deferred: Vec::new(),
             },
+            stats: Arc::default(),
         })
     }
 
@@ -93,9 +139,21 @@ impl Server {
         self.local_addr
     }
 
+    /// Live numbers, updated at the end of every loop turn.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// Runs the loop on the calling thread.
     pub fn run(mut self) -> io::Result<()> {
         info!("listening on ws://{}", self.local_addr);
+        let cfg = &self.core.cfg;
+        if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
+            warn!(
+                "--heartbeat-interval ({:?}) is not below --heartbeat-timeout ({:?}): clients that only answer server heartbeats will be evicted",
+                cfg.heartbeat_interval, cfg.heartbeat_timeout
+            );
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             self.core.tick();
@@ -119,9 +177,25 @@ impl Server {
                         self.connection_event(t, readable, ev.is_writable());
                     }
                 }
+                self.run_deferred();
             }
             self.expire_timers();
+            self.end_turn();
         }
+    }
+
+    fn end_turn(&mut self) {
+        for ev in self.core.events.drain(..) {
+            match ev {
+                PresenceEvent::Online { id, .. } => debug!("online {id}"),
+                PresenceEvent::Offline { id, reason, .. } => debug!("offline {id}: {}", reason.as_str()),
+            }
+        }
+        self.stats.connections_open.store(self.conns.len(), Ordering::Relaxed);
+        self.stats
+            .clients_online
+            .store(self.core.registry.len(), Ordering::Relaxed);
+        self.stats.timers.store(self.core.timers.len(), Ordering::Relaxed);
     }
 
     fn accept(&mut self) {
@@ -159,8 +233,8 @@ impl Server {
                         warn!("{peer}: cannot register: {e}");
                         continue;
                     }
-                    let mut conn = Conn::new(stream, token, peer);
-                    let deadline = self.core.now + self.core.cfg.handshake_timeout.as_millis() as u64;
+                    let mut conn = Conn::new(stream, token, peer, self.core.now);
+                    let deadline = self.core.now + ms(self.core.cfg.handshake_timeout);
                     conn.timer = Some(self.core.timers.schedule(deadline, token));
                     entry.insert(conn);
                     debug!("{peer}: accepted");
@@ -213,24 +287,30 @@ impl Server {
             let conn = &mut self.conns[idx];
             let n = match conn.stream.read(&mut self.rbuf) {
                 Ok(0) => {
-                    let why = match conn.phase {
-                        Phase::Failing { .. } | Phase::CloseAfterFlush => "closed",
-                        _ => "peer closed the TCP connection without a close frame",
+                    let (reason, why) = match conn.phase {
+                        Phase::Failing { .. } | Phase::Closing | Phase::CloseAfterFlush => {
+                            (OfflineReason::Closed, "closed")
+                        }
+                        _ => (
+                            OfflineReason::Error,
+                            "peer closed the TCP connection without a close frame",
+                        ),
                     };
-                    self.drop_conn(idx, why);
+                    self.drop_conn(idx, reason, why);
                     return;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.drop_conn(idx, "read error");
+                    self.drop_conn(idx, OfflineReason::Error, "read error");
                     return;
                 }
             };
             let after = self.core.on_bytes(conn, &mut self.rbuf[..n]);
-            if let After::Drop(why) = after {
-                self.drop_conn(idx, why);
+            if let After::Drop(reason, why) = after {
+                self.core.wbuf.clear();
+                self.drop_conn(idx, reason, why);
                 return;
             }
             if self.flush(idx) != After::Keep {
@@ -259,7 +339,7 @@ impl Server {
             .reregister(&mut conn.stream, Token(token as usize), interest)
             .is_err()
         {
-            self.drop_conn(idx, "reregister failed");
+            self.drop_conn(idx, OfflineReason::Error, "reregister failed");
         }
     }
 
@@ -269,8 +349,8 @@ impl Server {
             match write_some(&mut conn.stream, &conn.out[conn.out_pos..]) {
                 Ok(n) => conn.out_pos += n,
                 Err(_) => {
-                    self.drop_conn(idx, "write error");
-                    return After::Drop("write error");
+                    self.drop_conn(idx, OfflineReason::Error, "write error");
+                    return After::Drop(OfflineReason::Error, "write error");
                 }
             }
         }
@@ -292,8 +372,8 @@ impl Server {
                 }
                 Err(_) => {
                     self.core.wbuf.clear();
-                    self.drop_conn(idx, "write error");
-                    return After::Drop("write error");
+                    self.drop_conn(idx, OfflineReason::Error, "write error");
+                    return After::Drop(OfflineReason::Error, "write error");
                 }
             }
             self.core.wbuf.clear();
@@ -313,8 +393,8 @@ impl Server {
                     .reregister(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE)
                     .is_err()
                 {
-                    self.drop_conn(idx, "reregister failed");
-                    return After::Drop("reregister failed");
+                    self.drop_conn(idx, OfflineReason::Error, "reregister failed");
+                    return After::Drop(OfflineReason::Error, "reregister failed");
                 }
             }
             return After::Keep;
@@ -332,14 +412,14 @@ impl Server {
                 .reregister(&mut conn.stream, token, Interest::READABLE)
                 .is_err()
             {
-                self.drop_conn(idx, "reregister failed");
-                return After::Drop("reregister failed");
+                self.drop_conn(idx, OfflineReason::Error, "reregister failed");
+                return After::Drop(OfflineReason::Error, "reregister failed");
             }
         }
         match conn.phase {
             Phase::CloseAfterFlush => {
-                self.drop_conn(idx, "closed");
-                After::Drop("closed")
+                self.drop_conn(idx, OfflineReason::Closed, "closed");
+                After::Drop(OfflineReason::Closed, "closed")
             }
             Phase::Failing { write_shut: false } => {
                 let _ = conn.stream.shutdown(Shutdown::Write);
@@ -347,6 +427,52 @@ impl Server {
                 After::Keep
             }
             _ => After::Keep,
+        }
+    }
+
+    /// Sends frames to a connection outside of its own input handling (server
+    /// heartbeats, evictions, replacements).
+    fn send_out_of_band(&mut self, idx: usize, encode: impl FnOnce(&mut Vec<u8>)) -> After {
+        let conn = &mut self.conns[idx];
+        let backlog = conn.backlog();
+        if backlog > self.core.cfg.max_backpressure {
+            self.drop_conn(idx, OfflineReason::Backpressure, "backpressure");
+            return After::Drop(OfflineReason::Backpressure, "backpressure");
+        }
+        if backlog > 0 {
+            encode(&mut conn.out);
+            return After::Keep;
+        }
+        debug_assert!(self.core.wbuf.is_empty());
+        encode(&mut self.core.wbuf);
+        self.flush(idx)
+    }
+
+    /// Sends a close frame and waits `--close-timeout` for the client's. The
+    /// connection has already left the registry.
+    fn close_gracefully(&mut self, idx: usize, code: u16, reason: &'static str) {
+        let conn = &mut self.conns[idx];
+        conn.phase = Phase::Closing;
+        let at = self.core.now + ms(self.core.cfg.close_timeout);
+        self.core.arm(conn, at);
+        self.send_out_of_band(idx, |out| frame::encode_close(out, code, reason));
+    }
+
+    fn run_deferred(&mut self) {
+        while let Some(d) = self.core.deferred.pop() {
+            match d {
+                Deferred::Replaced { token } => {
+                    let Some(idx) = self.live_index(token) else { continue };
+                    let conn = &mut self.conns[idx];
+                    // The registry already points at the newer connection and
+                    // the offline event is out; just let go of the id.
+                    conn.client_id = None;
+                    if matches!(conn.phase, Phase::Open) {
+                        debug!("{}: replaced by a newer connection", conn.peer);
+                        self.close_gracefully(idx, 4001, "replaced by a newer connection");
+                    }
+                }
+            }
         }
     }
 
@@ -360,23 +486,69 @@ impl Server {
             let Some(idx) = self.live_index(token) else {
                 continue;
             };
-            let conn = &mut self.conns[idx];
-            conn.timer = None;
-            let why = match conn.phase {
-                Phase::Handshake(_) => "handshake timeout",
-                Phase::Open => continue,
-                _ => "close timeout",
-            };
-            self.drop_conn(idx, why);
+            self.conns[idx].timer = None;
+            self.on_timer(idx);
+            self.run_deferred();
         }
     }
 
-    fn drop_conn(&mut self, idx: usize, why: &str) {
-        let conn = self.conns.remove(idx);
-        if let Some(key) = conn.timer {
+    fn on_timer(&mut self, idx: usize) {
+        let now = self.core.now;
+        let conn = &mut self.conns[idx];
+        match conn.phase {
+            Phase::Handshake(_) => self.drop_conn(idx, OfflineReason::Error, "handshake timeout"),
+            Phase::Open => match self.core.schedule().on_timer(now, conn.last_seen, conn.next_beat) {
+                Due::Evict => {
+                    info!(
+                        "evicted {} ({}): heartbeat timeout",
+                        conn.client_id.as_deref().unwrap_or("-"),
+                        conn.peer
+                    );
+                    self.core.leave(conn, OfflineReason::HeartbeatTimeout);
+                    self.close_gracefully(idx, 4000, "heartbeat timeout");
+                }
+                Due::Wait {
+                    beat,
+                    next_beat,
+                    wake_at,
+                } => {
+                    conn.next_beat = next_beat;
+                    if beat {
+                        let mode = self.core.cfg.server_heartbeat;
+                        let after = self.send_out_of_band(idx, |out| {
+                            if matches!(mode, ServerHeartbeat::Ping | ServerHeartbeat::Both) {
+                                frame::encode_frame(out, OpCode::Ping, b"");
+                            }
+                            if matches!(mode, ServerHeartbeat::Text | ServerHeartbeat::Both) {
+                                frame::encode_frame(out, OpCode::Text, b"heartbeat");
+                            }
+                        });
+                        if after != After::Keep {
+                            return;
+                        }
+                    }
+                    let conn = &mut self.conns[idx];
+                    self.core.arm(conn, wake_at);
+                }
+            },
+            _ => self.drop_conn(idx, OfflineReason::Closed, "close timeout"),
+        }
+    }
+
+    fn drop_conn(&mut self, idx: usize, reason: OfflineReason, why: &str) {
+        let mut conn = self.conns.remove(idx);
+        if let Some(key) = conn.timer.take() {
             self.core.timers.cancel(key);
         }
-        debug!("{}: dropped: {why}", conn.peer);
+        match reason {
+            OfflineReason::Backpressure => info!(
+                "dropped {} ({}): backpressure",
+                conn.client_id.as_deref().unwrap_or("-"),
+                conn.peer
+            ),
+            _ => debug!("{}: dropped: {why}", conn.peer),
+        }
+        self.core.leave(&mut conn, reason);
         // Closing the descriptor removes it from the poll set.
     }
 }
@@ -384,6 +556,18 @@ impl Server {
 impl Core {
     fn tick(&mut self) {
         self.now = self.start.elapsed().as_millis() as u64;
+        self.wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            interval: ms(self.cfg.heartbeat_interval),
+            timeout: ms(self.cfg.heartbeat_timeout),
+            beats: self.cfg.server_heartbeat != ServerHeartbeat::Off,
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -392,11 +576,51 @@ impl Core {
         }
     }
 
-    fn rearm(&mut self, conn: &mut Conn, at: u64, token: u64) {
-        if let Some(key) = conn.timer.take() {
-            self.timers.cancel(key);
+    /// Points the connection's one timer at `at`.
+    fn arm(&mut self, conn: &mut Conn, at: u64) {
+        if let Some(key) = conn.timer
+            && self.timers.reset(key, at)
+        {
+            return;
         }
-        conn.timer = Some(self.timers.schedule(at, token));
+        conn.timer = Some(self.timers.schedule(at, conn.token));
+    }
+
+    /// Takes the connection's id out of the registry, if it still holds it,
+    /// and reports it offline.
+    fn leave(&mut self, conn: &mut Conn, reason: OfflineReason) {
+        if let Some(id) = conn.client_id.take()
+            && self.registry.unbind(&id, conn.token)
+        {
+            self.events.push(PresenceEvent::Offline {
+                id,
+                reason,
+                at_ms: self.wall,
+            });
+        }
+    }
+
+    /// Binds `id` to the connection. False when `--duplicate-id reject` keeps
+    /// it with another connection.
+    fn bind(&mut self, conn: &mut Conn, id: &str) -> bool {
+        match self.registry.bind(id, conn.token, self.cfg.duplicate_id) {
+            Bind::Bound => {}
+            Bind::Replaced(old) => {
+                self.events.push(PresenceEvent::Offline {
+                    id: id.into(),
+                    reason: OfflineReason::Replaced,
+                    at_ms: self.wall,
+                });
+                self.deferred.push(Deferred::Replaced { token: old });
+            }
+            Bind::Rejected => return false,
+        }
+        conn.client_id = Some(id.into());
+        self.events.push(PresenceEvent::Online {
+            id: id.into(),
+            at_ms: self.wall,
+        });
+        true
     }
 
     /// Handles bytes just read for `conn`, in place.
@@ -416,7 +640,7 @@ impl Core {
                     after
                 }
             }
-            Phase::Open => self.on_frames(conn, data),
+            Phase::Open | Phase::Closing => self.on_frames(conn, data),
             Phase::CloseAfterFlush | Phase::Failing { .. } => After::Keep,
         }
     }
@@ -442,10 +666,17 @@ impl Core {
             Outcome::Accept(a) => {
                 handshake::write_accept(&mut self.wbuf, &a.accept);
                 conn.phase = Phase::Open;
-                if let Some(key) = conn.timer.take() {
-                    self.timers.cancel(key);
-                }
+                conn.connected_at = self.now;
+                conn.last_seen = self.now;
+                let (next_beat, wake_at) = self.schedule().start(self.now);
+                conn.next_beat = next_beat;
+                self.arm(conn, wake_at);
                 debug!("{}: upgraded", conn.peer);
+                if let Some(id) = a.client_id
+                    && !self.bind(conn, &id)
+                {
+                    self.close_inline(conn, 4002, "client id already in use", OfflineReason::Error);
+                }
                 // Frames that came with the request.
                 self.on_frames(conn, &mut data[a.consumed..])
             }
@@ -455,57 +686,115 @@ impl Core {
     /// Enters the failing phase: what is queued is flushed, then the write
     /// side is shut and the client gets `close_timeout` to go away.
     fn fail(&mut self, conn: &mut Conn) {
+        self.leave(conn, OfflineReason::Error);
         conn.phase = Phase::Failing { write_shut: false };
-        let at = self.now + self.cfg.close_timeout.as_millis() as u64;
-        let token = conn.token;
-        self.rearm(conn, at, token);
+        let at = self.now + ms(self.cfg.close_timeout);
+        self.arm(conn, at);
+    }
+
+    /// Queues a close frame for the connection being served and waits for
+    /// the client's.
+    fn close_inline(&mut self, conn: &mut Conn, code: u16, reason: &'static str, why: OfflineReason) {
+        self.leave(conn, why);
+        let sink = if conn.backlog() > 0 {
+            &mut conn.out
+        } else {
+            &mut self.wbuf
+        };
+        frame::encode_close(sink, code, reason);
+        conn.phase = Phase::Closing;
+        let at = self.now + ms(self.cfg.close_timeout);
+        self.arm(conn, at);
     }
 
     fn on_frames(&mut self, conn: &mut Conn, data: &mut [u8]) -> After {
         let limits = self.limits();
-        let echo = self.cfg.echo;
-        let max_backpressure = self.cfg.max_backpressure;
+        let any_frame_counts = self.cfg.liveness == Liveness::Any;
+        let mut alive = false;
         let mut pos = 0;
-        loop {
+        let after = loop {
             let backlog = conn.backlog();
-            if backlog > max_backpressure {
-                return After::Drop("backpressure");
+            if backlog > self.cfg.max_backpressure {
+                break After::Drop(OfflineReason::Backpressure, "backpressure");
             }
-            let sink = if backlog > 0 { &mut conn.out } else { &mut self.wbuf };
             let open = matches!(conn.phase, Phase::Open);
-            match conn.decoder.decode(&mut data[pos..], &limits) {
-                Ok((_, None)) => return After::Keep,
+            let sink = if backlog > 0 { &mut conn.out } else { &mut self.wbuf };
+            let msg = match conn.decoder.decode(&mut data[pos..], &limits) {
+                Ok((_, None)) => break After::Keep,
                 Ok((used, Some(msg))) => {
                     pos += used;
-                    match msg {
-                        Message::Text(t) if open && echo => frame::encode_frame(sink, OpCode::Text, t.as_bytes()),
-                        Message::Binary(b) if open && echo => frame::encode_frame(sink, OpCode::Binary, b),
-                        Message::Ping(p) if open => frame::encode_frame(sink, OpCode::Pong, p),
-                        Message::Close(c) => {
-                            if !open {
-                                // The answer to our close: the handshake is done.
-                                return After::Drop("closed");
-                            }
-                            match c {
-                                Some((code, _)) => frame::encode_close(sink, code, ""),
-                                None => frame::encode_frame(sink, OpCode::Close, &[]),
-                            }
-                            debug!("{}: client closed with {:?}", conn.peer, c.map(|c| c.0));
-                            conn.phase = Phase::CloseAfterFlush;
-                            return After::Keep;
-                        }
-                        _ => {}
-                    }
+                    msg
                 }
                 Err(e) => {
                     debug!("{}: protocol error: {e}", conn.peer);
                     frame::encode_close(sink, e.code, e.reason);
                     self.fail(conn);
-                    return After::Keep;
+                    break After::Keep;
+                }
+            };
+            alive |= any_frame_counts;
+            if !open {
+                // Closing: only the client's close matters, and it ends the
+                // close handshake.
+                if matches!(msg, Message::Close(_)) {
+                    break After::Drop(OfflineReason::Closed, "closed");
+                }
+                continue;
+            }
+            match msg {
+                Message::Text(t) => match parse_heartbeat(t) {
+                    Heartbeat::NotHeartbeat => {
+                        if self.cfg.echo {
+                            frame::encode_frame(sink, OpCode::Text, t.as_bytes());
+                        }
+                    }
+                    Heartbeat::Plain => alive = true,
+                    Heartbeat::WithId(id) => {
+                        alive = true;
+                        match conn.client_id.as_deref() {
+                            Some(current) if current == id => {}
+                            Some(_) => self.close_inline(conn, 1008, "client id mismatch", OfflineReason::Error),
+                            None => {
+                                let id: Box<str> = id.into();
+                                if !self.bind(conn, &id) {
+                                    self.close_inline(conn, 4002, "client id already in use", OfflineReason::Error);
+                                }
+                            }
+                        }
+                    }
+                    Heartbeat::InvalidId => self.close_inline(conn, 1008, "invalid client id", OfflineReason::Error),
+                },
+                Message::Binary(b) => {
+                    if self.cfg.echo {
+                        frame::encode_frame(sink, OpCode::Binary, b);
+                    }
+                }
+                Message::Ping(p) => frame::encode_frame(sink, OpCode::Pong, p),
+                Message::Pong(_) => {}
+                Message::Close(c) => {
+                    match c {
+                        Some((code, _)) => frame::encode_close(sink, code, ""),
+                        None => frame::encode_frame(sink, OpCode::Close, &[]),
+                    }
+                    debug!("{}: client closed with {:?}", conn.peer, c.map(|c| c.0));
+                    self.leave(conn, OfflineReason::Closed);
+                    conn.phase = Phase::CloseAfterFlush;
+                    break After::Keep;
                 }
             }
+        };
+        if any_frame_counts && conn.decoder.take_fragment_done() {
+            alive = true;
         }
+        if alive {
+            conn.last_seen = self.now;
+        }
+        after
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128 / 2) as u64
 }
 
 fn conn_token(idx: usize, generation: u32) -> u64 {

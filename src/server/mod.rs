@@ -1,6 +1,7 @@
-//! The server: event loop and connections.
+//! The server: event loop, connections, registry.
 
 mod connection;
 mod event_loop;
+pub mod registry;
 
-pub use event_loop::Server;
+pub use event_loop::{Server, Stats};

@@ -3,6 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsbeat::protocol::frame::{self, OpCode};
@@ -12,12 +13,28 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Starts a server with `cfg` (listening on 127.0.0.1, port 0) on its own
 /// thread and returns its address.
-pub fn start(mut cfg: wsbeat::Config) -> SocketAddr {
+pub fn start(cfg: wsbeat::Config) -> SocketAddr {
+    start_with_stats(cfg).0
+}
+
+/// Like [`start`], also returning the server's live numbers.
+pub fn start_with_stats(mut cfg: wsbeat::Config) -> (SocketAddr, Arc<wsbeat::Stats>) {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     let server = wsbeat::Server::bind(cfg).expect("bind");
     let addr = server.local_addr();
+    let stats = server.stats();
     std::thread::spawn(move || server.run().expect("server loop"));
-    addr
+    (addr, stats)
+}
+
+/// Waits for `cond` to hold, checking every few milliseconds, up to
+/// [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 pub fn echo_config() -> wsbeat::Config {
@@ -140,6 +157,32 @@ impl Raw {
             }
             if self.fill() == 0 {
                 return None;
+            }
+        }
+    }
+
+    /// Reads frames until one that is not a server heartbeat (ping or text
+    /// `heartbeat`).
+    pub fn read_non_heartbeat(&mut self) -> Option<Frame> {
+        loop {
+            let f = self.read_frame()?;
+            if f.opcode == OpCode::Ping || (f.opcode == OpCode::Text && f.payload == b"heartbeat") {
+                continue;
+            }
+            return Some(f);
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code and reason.
+    pub fn read_close_with_reason(&mut self) -> (u16, String) {
+        loop {
+            match self.read_frame() {
+                Some(f) if f.opcode == OpCode::Close => {
+                    let reason = String::from_utf8(f.payload.get(2..).unwrap_or_default().to_vec()).unwrap();
+                    return (f.close_code().unwrap_or(0), reason);
+                }
+                Some(_) => continue,
+                None => panic!("connection closed without a close frame"),
             }
         }
     }
