@@ -92,7 +92,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "autobahn: starting $BIN on 127.0.0.1:$PORT"
-"$BIN" --listen "127.0.0.1:$PORT" --echo --max-message-size 16MiB \
+"$BIN" --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 --echo --max-message-size 16MiB \
     >"$REPORT_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 

@@ -22,6 +22,25 @@ struct Flags {
     #[arg(long, env = "WSBEAT_LISTEN", default_value = "0.0.0.0:8181", value_name = "ADDR")]
     listen: SocketAddr,
 
+    /// Admin HTTP API listener.
+    #[arg(
+        long,
+        env = "WSBEAT_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8182",
+        value_name = "ADDR"
+    )]
+    admin_listen: SocketAddr,
+
+    /// Bearer token the admin API requires (all but /healthz). Required when
+    /// --admin-listen is not a loopback address. Default: none.
+    #[arg(long, env = "WSBEAT_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
+    /// Close an admin connection idle this long (/events streams get a
+    /// keep-alive comment at a third of it instead).
+    #[arg(long, env = "WSBEAT_ADMIN_IDLE_TIMEOUT", default_value = "60s", value_name = "D", value_parser = positive_duration)]
+    admin_idle_timeout: Duration,
+
     /// Only upgrade on this path (others get 404). Default: any path.
     #[arg(long, env = "WSBEAT_PATH", value_name = "PATH", value_parser = parse_path)]
     path: Option<String>,
@@ -77,6 +96,11 @@ struct Flags {
     /// Echo every non-heartbeat text and binary message back.
     #[arg(long, env = "WSBEAT_ECHO")]
     echo: bool,
+
+    /// On SIGINT/SIGTERM: stop accepting, close every client with 1001, wait
+    /// this long for their close frames, exit 0. A second signal exits at once.
+    #[arg(long, env = "WSBEAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_name = "D", value_parser = config::parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -156,8 +180,11 @@ where
             return Err(ExitCode::from(2));
         }
     };
-    Ok(Config {
+    let cfg = Config {
         listen: flags.listen,
+        admin_listen: Some(flags.admin_listen),
+        admin_token: flags.admin_token.filter(|t| !t.is_empty()),
+        admin_idle_timeout: flags.admin_idle_timeout,
         path: flags.path,
         allowed_origins: flags.allowed_origins.map(|o| o.0),
         heartbeat_interval: flags.heartbeat_interval,
@@ -182,7 +209,14 @@ where
         max_message_size: flags.max_message_size,
         max_backpressure: flags.max_backpressure,
         echo: flags.echo,
-    })
+        shutdown_timeout: flags.shutdown_timeout,
+        handle_signals: true,
+    };
+    if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -205,6 +239,11 @@ mod tests {
         assert_eq!(cfg.max_message_size, d.max_message_size);
         assert_eq!(cfg.max_backpressure, d.max_backpressure);
         assert_eq!(cfg.echo, d.echo);
+        assert_eq!(cfg.admin_listen, d.admin_listen);
+        assert_eq!(cfg.admin_token, d.admin_token);
+        assert_eq!(cfg.admin_idle_timeout, d.admin_idle_timeout);
+        assert_eq!(cfg.shutdown_timeout, d.shutdown_timeout);
+        assert_eq!(cfg.handle_signals, d.handle_signals);
         assert_eq!(cfg.path, d.path);
         assert!(cfg.allowed_origins.is_none());
     }
@@ -234,6 +273,12 @@ mod tests {
             "heartbeat",
             "--duplicate-id",
             "reject",
+            "--admin-listen",
+            "0.0.0.0:9000",
+            "--admin-token",
+            "s3cret",
+            "--shutdown-timeout",
+            "2s",
         ])
         .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
@@ -250,6 +295,9 @@ mod tests {
         assert_eq!(cfg.server_heartbeat, ServerHeartbeat::Both);
         assert_eq!(cfg.liveness, Liveness::Heartbeat);
         assert_eq!(cfg.duplicate_id, DuplicateId::Reject);
+        assert_eq!(cfg.admin_listen, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(cfg.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -266,6 +314,8 @@ mod tests {
             &["wsbeat", "--server-heartbeat", "loud"],
             &["wsbeat", "--liveness", "some"],
             &["wsbeat", "--heartbeat-timeout", "0ms"],
+            &["wsbeat", "--admin-listen", "0.0.0.0:9999"],
+            &["wsbeat", "--admin-listen", "10.1.2.3:9999", "--admin-token", ""],
         ] {
             assert_eq!(
                 parse_args(args.iter().copied()).unwrap_err(),

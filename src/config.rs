@@ -35,6 +35,14 @@ pub enum Liveness {
 pub struct Config {
     /// WebSocket listener.
     pub listen: SocketAddr,
+    /// Admin HTTP API listener; `None` serves no admin API (library use).
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin API requires (all endpoints but `/healthz`).
+    /// Required when the admin listener is not on a loopback address.
+    pub admin_token: Option<String>,
+    /// An admin connection idle this long is closed (`/events` streams get
+    /// a keep-alive comment at a third of it instead).
+    pub admin_idle_timeout: Duration,
     /// When set, upgrades on other paths get `404`.
     pub path: Option<String>,
     /// When set, only these exact `Origin` values may upgrade (`403`
@@ -57,14 +65,24 @@ pub struct Config {
     pub max_message_size: usize,
     /// Unsent outbound bytes beyond which a connection is dropped.
     pub max_backpressure: usize,
-    /// Echo every text and binary message back.
+    /// Echo every non-heartbeat text and binary message back.
     pub echo: bool,
+    /// On SIGINT/SIGTERM: stop accepting, close every client with 1001 and
+    /// wait this long for their close frames.
+    pub shutdown_timeout: Duration,
+    /// Whether the server installs its SIGINT/SIGTERM handling (graceful
+    /// shutdown; a second signal stops at once). Programs that handle
+    /// signals themselves set it to false and call `Handle::shutdown`.
+    pub handle_signals: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "0.0.0.0:8181".parse().expect("valid default address"),
+            admin_listen: Some("127.0.0.1:8182".parse().expect("valid default address")),
+            admin_token: None,
+            admin_idle_timeout: Duration::from_secs(60),
             path: None,
             allowed_origins: None,
             heartbeat_interval: Duration::from_secs(30),
@@ -78,7 +96,31 @@ impl Default for Config {
             max_message_size: 1 << 20,
             max_backpressure: 1 << 20,
             echo: false,
+            shutdown_timeout: Duration::from_secs(5),
+            handle_signals: true,
         }
+    }
+}
+
+impl Config {
+    /// Checks what flags cannot check one by one. The message names the
+    /// flag, the value and what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(addr) = self.admin_listen
+            && !addr.ip().is_loopback()
+            && self.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "invalid value '{addr}' for '--admin-listen': not a loopback address, so --admin-token (WSBEAT_ADMIN_TOKEN) must be set"
+            ));
+        }
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(format!(
+                "invalid value '{}' for '--admin-listen': the same address as --listen",
+                self.listen
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +179,23 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_admin_listener_needs_a_token() {
+        let mut c = Config {
+            admin_listen: Some("0.0.0.0:8182".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("--admin-token"));
+        c.admin_token = Some(String::new());
+        assert!(c.validate().is_err());
+        c.admin_token = Some("t".into());
+        assert!(c.validate().is_ok());
+        c.admin_listen = Some("[::1]:8182".parse().unwrap());
+        c.admin_token = None;
+        assert!(c.validate().is_ok());
+        assert!(Config::default().validate().is_ok());
+    }
 
     #[test]
     fn durations() {

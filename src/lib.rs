@@ -1,11 +1,16 @@
 //! wsbeat: a WebSocket server for very many long-lived connections.
 //!
-//! The protocol core ([`protocol`]) is sans-IO: it takes bytes and returns
-//! decisions. The [`Server`] owns the sockets, the timers and the loop.
+//! Clients connect, heartbeat and name themselves; the server pings them,
+//! knows who is online, evicts the dead, and lets a backend push to any
+//! client by id. The protocol core ([`protocol`]) is sans-IO: it takes bytes
+//! and returns decisions. The [`Server`] owns the sockets, the timers and the
+//! loop, all on the thread that calls [`Server::run`].
+//!
+//! The `wsbeat` binary is this, with the default [`NoopHandler`]:
 //!
 //! ```no_run
 //! let cfg = wsbeat::Config {
-//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     listen: "127.0.0.1:8181".parse().unwrap(),
 //!     echo: true,
 //!     ..Default::default()
 //! };
@@ -14,9 +19,49 @@
 //! server.run()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! An embedding program implements [`Handler`] to see connections open,
+//! heartbeat, send messages and close, and uses a [`Handle`] to reach the
+//! loop from other threads:
+//!
+//! ```no_run
+//! use wsbeat::{AppMessage, Config, ConnInfo, Control, Handler, OfflineReason, Server};
+//!
+//! /// Answers every text message, and says goodbye in the log.
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, conn: &ConnInfo<'_>, msg: AppMessage<'_>, ctl: &mut Control) {
+//!         if let AppMessage::Text(t) = msg {
+//!             ctl.send(conn.conn, format!("{} said {t}", conn.id.unwrap_or("someone")));
+//!         }
+//!     }
+//!     fn on_close(&mut self, conn: &ConnInfo<'_>, reason: OfflineReason, _ctl: &mut Control) {
+//!         println!("{:?} left: {}", conn.id, reason.as_str());
+//!     }
+//! }
+//!
+//! let cfg = Config {
+//!     admin_listen: None,
+//!     handle_signals: false,
+//!     ..Default::default()
+//! };
+//! let server = Server::with_handler(cfg, Echo)?;
+//! let handle = server.handle();
+//! let loop_thread = std::thread::spawn(move || server.run());
+//!
+//! // From any thread: push to a client by id, broadcast, kick, stop.
+//! handle.send("device-42", "hello")?;
+//! handle.broadcast(vec![1u8, 2, 3])?;
+//! handle.kick("device-13", "banned")?;
+//! handle.shutdown()?;
+//! loop_thread.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod protocol;
@@ -24,4 +69,7 @@ pub mod server;
 pub mod timer;
 
 pub use config::Config;
-pub use server::{Server, Stats};
+pub use server::handle::{Handle, ServerGone};
+pub use server::handler::{AppMessage, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
+pub use server::registry::{OfflineReason, PresenceEvent};
+pub use server::{Server, Stats, raise_fd_limit};

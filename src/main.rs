@@ -8,11 +8,13 @@ fn main() -> ExitCode {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    let listen = cfg.listen;
+    if let Err(e) = wsbeat::raise_fd_limit(cfg.max_connections) {
+        log::warn!("cannot read or raise the open-file limit: {e}");
+    }
     let server = match wsbeat::Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };

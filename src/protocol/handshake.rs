@@ -5,6 +5,7 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 use super::heartbeat::is_valid_client_id;
+use super::percent_decode;
 
 /// Request line plus headers larger than this get `431`.
 pub const MAX_HEADER_BYTES: usize = 8192;
@@ -275,26 +276,6 @@ fn client_id_param(query: &str) -> Result<Option<Box<str>>, Rejection> {
         found = Some(String::from_utf8(id).map_err(|_| invalid)?.into_boxed_str());
     }
     Ok(found)
-}
-
-/// Decodes `%XX` escapes (and nothing else: `+` stays `+`). `None` on a
-/// malformed escape.
-pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            let hi = (hex[0] as char).to_digit(16)?;
-            let lo = (hex[1] as char).to_digit(16)?;
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

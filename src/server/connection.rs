@@ -42,6 +42,9 @@ pub(crate) struct Conn {
     pub out_pos: usize,
     /// Whether WRITABLE interest is registered.
     pub want_write: bool,
+    /// Upgraded and not yet reported closed (to the registry, the handler
+    /// and the metrics): makes leaving happen exactly once.
+    pub opened: bool,
     /// The connection's one timer: handshake deadline, then the earlier of
     /// the next server heartbeat and the liveness deadline, then the close
     /// deadline. Liveness is re-checked lazily when it fires, so frames only
@@ -68,6 +71,7 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             want_write: false,
+            opened: false,
             timer: None,
             peer,
             client_id: None,

@@ -5,15 +5,21 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::admin_conn::AdminConn;
 use super::connection::{Conn, Phase};
+use super::handle::{Handle, QUEUE_CAPACITY};
+use super::handler::{AppMessage, Command, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
 use super::registry::{Bind, OfflineReason, PresenceEvent, Registry};
+use crate::admin::metrics::Metrics;
 use crate::config::{Config, Liveness, ServerHeartbeat};
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::{self, Outcome, Policy, Rejection};
@@ -25,14 +31,22 @@ use crate::timer::TimerWheel;
 /// `generation << 32 | slab index` with a 31-bit generation, so a token
 /// that outlives its connection (a late event, a stale timer, a deferred
 /// action) never reaches the connection that reuses the slot.
-const LISTENER: Token = Token(usize::MAX);
-const GENERATION_MASK: u32 = 0x7FFF_FFFF;
-/// Timer payload that retries accepting after running out of descriptors.
+pub(super) const LISTENER: Token = Token(usize::MAX);
+pub(super) const ADMIN_LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+/// Marks admin connection tokens (bit 63 stays clear: it marks the loop's own).
+pub(super) const ADMIN_FLAG: u64 = 1 << 62;
+pub(super) const GENERATION_MASK: u32 = 0x3FFF_FFFF;
+/// Timer payloads of the loop's own.
 const ACCEPT_RETRY: u64 = u64::MAX;
+const SHUTDOWN_DEADLINE: u64 = u64::MAX - 1;
 /// One read buffer for the whole loop. Large enough that a busy connection
 /// needs few reads per turn; a connection keeps bytes of its own only when a
 /// frame is split across reads.
-const READ_BUFFER: usize = 64 * 1024;
+pub(super) const READ_BUFFER: usize = 64 * 1024;
+/// Commands from other threads run per loop turn.
+const COMMANDS_PER_TURN: usize = 1024;
 /// Reads per connection per readiness event before others get their turn.
 const MAX_READS_PER_EVENT: usize = 16;
 
@@ -61,61 +75,110 @@ impl Stats {
 
 /// A WebSocket server bound to its address, ready to [`run`](Server::run).
 pub struct Server {
-    poll: Poll,
-    listener: TcpListener,
+    pub(super) poll: Poll,
+    /// `None` once shutting down.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    conns: Slab<Conn>,
-    rbuf: Vec<u8>,
-    core: Core,
+    pub(super) admin_listener: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
+    pub(super) conns: Slab<Conn>,
+    pub(super) admin: Slab<AdminConn>,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) core: Core,
     stats: Arc<Stats>,
+    handle: Handle,
+    commands: Receiver<Command>,
+    signals: Option<Signals>,
+    /// Commands being run (kept to reuse its capacity).
+    running: Vec<Command>,
+    /// Set when a graceful shutdown began: its deadline.
+    shutdown_at: Option<u64>,
+    exit_now: bool,
 }
 
 /// Everything but the connections and the read buffer, so that a connection
 /// and the bytes just read into the shared buffer can be borrowed alongside.
-struct Core {
-    cfg: Config,
+pub(super) struct Core {
+    pub(super) cfg: Config,
     start: Instant,
     /// Monotonic ms since `start`, read once per loop turn.
-    now: u64,
+    pub(super) now: u64,
     /// Unix ms, read with `now`; what users see.
-    wall: u64,
-    timers: TimerWheel<u64>,
+    pub(super) wall: u64,
+    pub(super) timers: TimerWheel<u64>,
     /// Outbound bytes of the connection being served, written with one
     /// syscall when it is done.
     wbuf: Vec<u8>,
-    next_generation: u32,
+    pub(super) next_generation: u32,
     accept_paused: bool,
-    registry: Registry,
+    pub(super) registry: Registry,
     /// Presence changes of this turn, handed out at its end.
-    events: Vec<PresenceEvent>,
-    /// Actions on other connections decided while serving one.
-    deferred: Vec<Deferred>,
-}
-
-enum Deferred {
-    /// Close a connection that lost its id to a newer one.
-    Replaced { token: u64 },
+    pub(super) events: Vec<PresenceEvent>,
+    /// Commands decided while serving one connection (by the handler, or a
+    /// replacement), run once it is done.
+    ctl: Control,
+    pub(super) metrics: Metrics,
+    handler: Box<dyn Handler>,
+    /// False for the binary's handler: application messages are dropped.
+    app_handler: bool,
 }
 
 /// What to do with a connection after its input was handled.
 #[derive(Debug, PartialEq, Eq)]
-enum After {
+pub(super) enum After {
     Keep,
     Drop(OfflineReason, &'static str),
 }
 
 impl Server {
-    /// Binds the listener. Nothing is served until [`run`](Server::run).
+    /// Binds the listeners, with the binary's behaviour for application
+    /// messages (dropped, or echoed with `echo`). Nothing is served until
+    /// [`run`](Server::run).
     pub fn bind(cfg: Config) -> io::Result<Server> {
+        Self::build(cfg, Box::new(NoopHandler), false)
+    }
+
+    /// Binds the listeners; `handler` gets the connections' events and
+    /// application messages.
+    pub fn with_handler(cfg: Config, handler: impl Handler) -> io::Result<Server> {
+        Self::build(cfg, Box::new(handler), true)
+    }
+
+    fn build(cfg: Config, handler: Box<dyn Handler>, app_handler: bool) -> io::Result<Server> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(cfg.listen)?;
+        let mut listener = bind_listener(cfg.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {} (--listen): {e}", cfg.listen)))?;
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (admin_listener, admin_addr) = match cfg.admin_listen {
+            Some(addr) => {
+                let mut l = bind_listener(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin-listen): {e}")))?;
+                let a = l.local_addr()?;
+                poll.registry().register(&mut l, ADMIN_LISTENER, Interest::READABLE)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let signals = if cfg.handle_signals {
+            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+            poll.registry().register(&mut s, SIGNALS, Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, commands) = sync_channel(QUEUE_CAPACITY);
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
+            admin_listener,
+            admin_addr,
             conns: Slab::new(),
+            admin: Slab::new(),
             rbuf: vec![0; READ_BUFFER],
             core: Core {
                 cfg,
@@ -128,10 +191,29 @@ impl Server {
                 accept_paused: false,
                 registry: Registry::new(),
                 events: Vec::new(),
-                deferred: Vec::new(),
+                ctl: Control::default(),
+                metrics: Metrics::default(),
+                handler,
+                app_handler,
             },
             stats: Arc::default(),
+            handle: Handle { tx, waker },
+            commands,
+            signals,
+            running: Vec::new(),
+            shutdown_at: None,
+            exit_now: false,
         })
+    }
+
+    /// A handle for other threads: push, broadcast, kick, shut down.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The address the admin API is bound to, if it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The address the WebSocket listener is bound to.
@@ -147,6 +229,9 @@ impl Server {
     /// Runs the loop on the calling thread.
     pub fn run(mut self) -> io::Result<()> {
         info!("listening on ws://{}", self.local_addr);
+        if let Some(a) = self.admin_addr {
+            info!("admin API on http://{a}");
+        }
         let cfg = &self.core.cfg;
         if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
             warn!(
@@ -172,30 +257,110 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    ADMIN_LISTENER => self.accept_admin(),
+                    WAKER => self.take_commands(),
+                    SIGNALS => self.on_signals(),
                     Token(t) => {
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        self.connection_event(t, readable, ev.is_writable());
+                        if t as u64 & ADMIN_FLAG != 0 {
+                            self.admin_event(t as u64, readable, ev.is_writable());
+                        } else {
+                            self.connection_event(t, readable, ev.is_writable());
+                        }
                     }
                 }
                 self.run_deferred();
             }
             self.expire_timers();
             self.end_turn();
+            if let Some(deadline) = self.shutdown_at {
+                self.admin_shutdown();
+                if self.exit_now || self.core.now >= deadline || (self.conns.is_empty() && self.admin.is_empty()) {
+                    if !self.conns.is_empty() {
+                        warn!(
+                            "shutdown: dropping {} connections that did not close in time",
+                            self.conns.len()
+                        );
+                    }
+                    info!("stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else { return };
+        let got: Vec<i32> = signals.pending().collect();
+        for sig in got {
+            info!("signal {sig} received");
+            self.core.ctl.commands.push(Command::Shutdown);
+        }
+    }
+
+    /// Moves commands from other threads to the loop, a bounded batch per
+    /// turn: a producer that never pauses must not keep the loop from reading
+    /// its sockets (heartbeats waiting there would go unseen and their
+    /// senders be evicted).
+    fn take_commands(&mut self) {
+        for _ in 0..COMMANDS_PER_TURN {
+            match self.commands.try_recv() {
+                Ok(c) => self.core.ctl.commands.push(c),
+                Err(_) => return,
+            }
+        }
+        // More may be waiting: make sure the next turn comes back for them.
+        let _ = self.handle.waker.wake();
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            warn!("second shutdown request: stopping now");
+            self.exit_now = true;
+            return;
+        }
+        let open = self.conns.len();
+        info!(
+            "shutting down: closing {open} connections (waiting up to {:?})",
+            self.core.cfg.shutdown_timeout
+        );
+        let deadline = self.core.now + ms(self.core.cfg.shutdown_timeout);
+        self.shutdown_at = Some(deadline);
+        self.core.timers.schedule(deadline, SHUTDOWN_DEADLINE);
+        // Stop accepting: closing the listeners refuses new connections.
+        self.listener = None;
+        self.admin_listener = None;
+        let idxs: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for idx in idxs {
+            let conn = &mut self.conns[idx];
+            match conn.phase {
+                Phase::Open => {
+                    self.core.leave(conn, OfflineReason::Shutdown);
+                    self.close_gracefully(idx, 1001, "server shutting down");
+                }
+                Phase::Handshake(_) => self.drop_conn(idx, OfflineReason::Shutdown, "shutting down"),
+                _ => {}
+            }
         }
     }
 
     fn end_turn(&mut self) {
-        for ev in self.core.events.drain(..) {
-            match ev {
-                PresenceEvent::Online { id, .. } => debug!("online {id}"),
-                PresenceEvent::Offline { id, reason, .. } => debug!("offline {id}: {}", reason.as_str()),
-            }
-        }
+        // Numbers first: whoever hears of an event can already see it counted.
         self.stats.connections_open.store(self.conns.len(), Ordering::Relaxed);
         self.stats
             .clients_online
             .store(self.core.registry.len(), Ordering::Relaxed);
         self.stats.timers.store(self.core.timers.len(), Ordering::Relaxed);
+        if !self.core.events.is_empty() {
+            for ev in &self.core.events {
+                match ev {
+                    PresenceEvent::Online { id, .. } => debug!("online {id}"),
+                    PresenceEvent::Offline { id, reason, .. } => debug!("offline {id}: {}", reason.as_str()),
+                }
+            }
+            self.publish_events();
+            self.core.events.clear();
+        }
     }
 
     fn accept(&mut self) {
@@ -203,9 +368,13 @@ impl Server {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
+                    self.core.metrics.connections_accepted += 1;
                     if self.conns.len() >= self.core.cfg.max_connections {
+                        self.core.metrics.reject("max_connections");
+                        self.core.metrics.handshake_failure(503);
                         let mut out = Vec::new();
                         handshake::write_rejection(
                             &mut out,
@@ -250,6 +419,7 @@ impl Server {
                     // pending connections stay queued, and with edge-triggered
                     // readiness nothing would wake us for them again, so retry
                     // on a timer rather than spin.
+                    self.core.metrics.accept_errors += 1;
                     warn!("accept failed: {e}; retrying in 100 ms");
                     self.core.accept_paused = true;
                     let at = self.core.now + 100;
@@ -307,6 +477,7 @@ impl Server {
                     return;
                 }
             };
+            self.core.metrics.bytes_received += n as u64;
             let after = self.core.on_bytes(conn, &mut self.rbuf[..n]);
             if let After::Drop(reason, why) = after {
                 self.core.wbuf.clear();
@@ -347,7 +518,10 @@ impl Server {
         let conn = &mut self.conns[idx];
         if conn.backlog() > 0 {
             match write_some(&mut conn.stream, &conn.out[conn.out_pos..]) {
-                Ok(n) => conn.out_pos += n,
+                Ok(n) => {
+                    conn.out_pos += n;
+                    self.core.metrics.bytes_sent += n as u64;
+                }
                 Err(_) => {
                     self.drop_conn(idx, OfflineReason::Error, "write error");
                     return After::Drop(OfflineReason::Error, "write error");
@@ -363,7 +537,11 @@ impl Server {
         let conn = &mut self.conns[idx];
         if !self.core.wbuf.is_empty() {
             debug_assert_eq!(conn.backlog(), 0, "frames go to `out` while it is non-empty");
-            match write_some(&mut conn.stream, &self.core.wbuf) {
+            let written = write_some(&mut conn.stream, &self.core.wbuf);
+            if let Ok(n) = written {
+                self.core.metrics.bytes_sent += n as u64;
+            }
+            match written {
                 Ok(n) if n == self.core.wbuf.len() => {}
                 Ok(n) => {
                     conn.out.clear();
@@ -450,7 +628,7 @@ impl Server {
 
     /// Sends a close frame and waits `--close-timeout` for the client's. The
     /// connection has already left the registry.
-    fn close_gracefully(&mut self, idx: usize, code: u16, reason: &'static str) {
+    fn close_gracefully(&mut self, idx: usize, code: u16, reason: &str) {
         let conn = &mut self.conns[idx];
         conn.phase = Phase::Closing;
         let at = self.core.now + ms(self.core.cfg.close_timeout);
@@ -458,22 +636,100 @@ impl Server {
         self.send_out_of_band(idx, |out| frame::encode_close(out, code, reason));
     }
 
-    fn run_deferred(&mut self) {
-        while let Some(d) = self.core.deferred.pop() {
-            match d {
-                Deferred::Replaced { token } => {
-                    let Some(idx) = self.live_index(token) else { continue };
-                    let conn = &mut self.conns[idx];
-                    // The registry already points at the newer connection and
-                    // the offline event is out; just let go of the id.
-                    conn.client_id = None;
-                    if matches!(conn.phase, Phase::Open) {
-                        debug!("{}: replaced by a newer connection", conn.peer);
-                        self.close_gracefully(idx, 4001, "replaced by a newer connection");
-                    }
+    /// Runs queued commands, including those the commands themselves queue
+    /// (a kick's `on_close` may send, and so on).
+    pub(super) fn run_deferred(&mut self) {
+        while !self.core.ctl.commands.is_empty() {
+            std::mem::swap(&mut self.running, &mut self.core.ctl.commands);
+            let mut batch = std::mem::take(&mut self.running);
+            for c in batch.drain(..) {
+                self.execute(c);
+            }
+            self.running = batch;
+        }
+    }
+
+    fn execute(&mut self, c: Command) {
+        match c {
+            Command::Replaced(token) => {
+                let Some(idx) = self.live_index(token) else { return };
+                let conn = &mut self.conns[idx];
+                // The registry already points at the newer connection and
+                // the offline event is out: let go of the id, then close.
+                if matches!(conn.phase, Phase::Open) {
+                    debug!("{}: replaced by a newer connection", conn.peer);
+                    self.core.leave(conn, OfflineReason::Replaced);
+                    self.close_gracefully(idx, 4001, "replaced by a newer connection");
                 }
             }
+            Command::SendConn(ConnId(token), msg) => {
+                if let Some(idx) = self.live_index(token) {
+                    self.push_to(idx, &msg);
+                }
+            }
+            Command::SendId(id, msg) => {
+                self.push(&id, msg);
+            }
+            Command::Broadcast(msg) => {
+                self.broadcast(msg);
+            }
+            Command::Kick(id, reason) => {
+                self.kick(&id, &reason);
+            }
+            Command::Shutdown => self.begin_shutdown(),
         }
+    }
+
+    /// Queues a message for an open connection; false if it is not open.
+    fn push_to(&mut self, idx: usize, msg: &Outgoing) -> bool {
+        if !matches!(self.conns[idx].phase, Phase::Open) {
+            return false;
+        }
+        self.core.metrics.messages_sent += 1;
+        self.send_out_of_band(idx, |out| match msg {
+            Outgoing::Text(t) => frame::encode_frame(out, OpCode::Text, t.as_bytes()),
+            Outgoing::Binary(b) => frame::encode_frame(out, OpCode::Binary, b),
+        });
+        true
+    }
+
+    pub(super) fn push(&mut self, id: &str, msg: Outgoing) -> bool {
+        match self.core.registry.get(id).and_then(|t| self.live_index(t)) {
+            Some(idx) => self.push_to(idx, &msg),
+            None => false,
+        }
+    }
+
+    /// Sends to every open connection (one frame encoded once); how many.
+    pub(super) fn broadcast(&mut self, msg: Outgoing) -> usize {
+        let mut bytes = Vec::new();
+        match &msg {
+            Outgoing::Text(t) => frame::encode_frame(&mut bytes, OpCode::Text, t.as_bytes()),
+            Outgoing::Binary(b) => frame::encode_frame(&mut bytes, OpCode::Binary, b),
+        }
+        let idxs: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Open))
+            .map(|(k, _)| k)
+            .collect();
+        for &idx in &idxs {
+            self.core.metrics.messages_sent += 1;
+            self.send_out_of_band(idx, |out| out.extend_from_slice(&bytes));
+        }
+        idxs.len()
+    }
+
+    /// Closes client `id` with 4003; false if it is not online.
+    pub(super) fn kick(&mut self, id: &str, reason: &str) -> bool {
+        let Some(idx) = self.core.registry.get(id).and_then(|t| self.live_index(t)) else {
+            return false;
+        };
+        let conn = &mut self.conns[idx];
+        info!("kicked {id} ({})", conn.peer);
+        self.core.leave(conn, OfflineReason::Kicked);
+        self.close_gracefully(idx, 4003, reason);
+        true
     }
 
     fn expire_timers(&mut self) {
@@ -481,6 +737,13 @@ impl Server {
             if token == ACCEPT_RETRY {
                 self.core.accept_paused = false;
                 self.accept();
+                continue;
+            }
+            if token == SHUTDOWN_DEADLINE {
+                continue;
+            }
+            if token & ADMIN_FLAG != 0 {
+                self.admin_timer(token);
                 continue;
             }
             let Some(idx) = self.live_index(token) else {
@@ -496,7 +759,10 @@ impl Server {
         let now = self.core.now;
         let conn = &mut self.conns[idx];
         match conn.phase {
-            Phase::Handshake(_) => self.drop_conn(idx, OfflineReason::Error, "handshake timeout"),
+            Phase::Handshake(_) => {
+                self.core.metrics.reject("handshake_timeout");
+                self.drop_conn(idx, OfflineReason::Error, "handshake timeout")
+            }
             Phase::Open => match self.core.schedule().on_timer(now, conn.last_seen, conn.next_beat) {
                 Due::Evict => {
                     info!(
@@ -515,6 +781,10 @@ impl Server {
                     conn.next_beat = next_beat;
                     if beat {
                         let mode = self.core.cfg.server_heartbeat;
+                        self.core.metrics.heartbeats_sent += 1;
+                        if mode != ServerHeartbeat::Ping {
+                            self.core.metrics.messages_sent += 1;
+                        }
                         let after = self.send_out_of_band(idx, |out| {
                             if matches!(mode, ServerHeartbeat::Ping | ServerHeartbeat::Both) {
                                 frame::encode_frame(out, OpCode::Ping, b"");
@@ -586,9 +856,21 @@ impl Core {
         conn.timer = Some(self.timers.schedule(at, conn.token));
     }
 
-    /// Takes the connection's id out of the registry, if it still holds it,
-    /// and reports it offline.
-    fn leave(&mut self, conn: &mut Conn, reason: OfflineReason) {
+    /// The connection leaves the open state for `reason`: its id leaves the
+    /// registry (if it still holds it) with an offline event, and the
+    /// handler hears of it. Idempotent.
+    pub(super) fn leave(&mut self, conn: &mut Conn, reason: OfflineReason) {
+        if !conn.opened {
+            return;
+        }
+        conn.opened = false;
+        self.metrics.eviction(reason);
+        let info = ConnInfo {
+            conn: ConnId(conn.token),
+            id: conn.client_id.as_deref(),
+            peer: conn.peer,
+        };
+        self.handler.on_close(&info, reason, &mut self.ctl);
         if let Some(id) = conn.client_id.take()
             && self.registry.unbind(&id, conn.token)
         {
@@ -606,12 +888,14 @@ impl Core {
         match self.registry.bind(id, conn.token, self.cfg.duplicate_id) {
             Bind::Bound => {}
             Bind::Replaced(old) => {
+                // Offline first, so a subscriber never sees the id go
+                // offline after it came back.
                 self.events.push(PresenceEvent::Offline {
                     id: id.into(),
                     reason: OfflineReason::Replaced,
                     at_ms: self.wall,
                 });
-                self.deferred.push(Deferred::Replaced { token: old });
+                self.ctl.commands.push(Command::Replaced(old));
             }
             Bind::Rejected => return false,
         }
@@ -659,6 +943,8 @@ impl Core {
             }
             Outcome::Reject(r) => {
                 debug!("{}: handshake refused: {} {}", conn.peer, r.status, r.reason);
+                self.metrics.handshake_failure(r.status);
+                self.metrics.reject("handshake_failed");
                 handshake::write_rejection(&mut self.wbuf, &r);
                 self.fail(conn);
                 After::Keep
@@ -666,15 +952,24 @@ impl Core {
             Outcome::Accept(a) => {
                 handshake::write_accept(&mut self.wbuf, &a.accept);
                 conn.phase = Phase::Open;
+                conn.opened = true;
                 conn.connected_at = self.now;
                 conn.last_seen = self.now;
                 let (next_beat, wake_at) = self.schedule().start(self.now);
                 conn.next_beat = next_beat;
                 self.arm(conn, wake_at);
                 debug!("{}: upgraded", conn.peer);
-                if let Some(id) = a.client_id
-                    && !self.bind(conn, &id)
-                {
+                let mut rejected = false;
+                if let Some(id) = a.client_id {
+                    rejected = !self.bind(conn, &id);
+                }
+                let info = ConnInfo {
+                    conn: ConnId(conn.token),
+                    id: conn.client_id.as_deref(),
+                    peer: conn.peer,
+                };
+                self.handler.on_open(&info, &mut self.ctl);
+                if rejected {
                     self.close_inline(conn, 4002, "client id already in use", OfflineReason::Error);
                 }
                 // Frames that came with the request.
@@ -695,6 +990,9 @@ impl Core {
     /// Queues a close frame for the connection being served and waits for
     /// the client's.
     fn close_inline(&mut self, conn: &mut Conn, code: u16, reason: &'static str, why: OfflineReason) {
+        if (1000..4000).contains(&code) {
+            self.metrics.protocol_error(code);
+        }
         self.leave(conn, why);
         let sink = if conn.backlog() > 0 {
             &mut conn.out
@@ -727,6 +1025,7 @@ impl Core {
                 }
                 Err(e) => {
                     debug!("{}: protocol error: {e}", conn.peer);
+                    self.metrics.protocol_error(e.code);
                     frame::encode_close(sink, e.code, e.reason);
                     self.fail(conn);
                     break After::Keep;
@@ -741,36 +1040,47 @@ impl Core {
                 }
                 continue;
             }
-            match msg {
-                Message::Text(t) => match parse_heartbeat(t) {
-                    Heartbeat::NotHeartbeat => {
-                        if self.cfg.echo {
-                            frame::encode_frame(sink, OpCode::Text, t.as_bytes());
+            let app = match msg {
+                Message::Text(t) => {
+                    self.metrics.messages_received += 1;
+                    match parse_heartbeat(t) {
+                        Heartbeat::NotHeartbeat => Some(AppMessage::Text(t)),
+                        Heartbeat::Plain => {
+                            self.heartbeat(conn);
+                            alive = true;
+                            None
                         }
-                    }
-                    Heartbeat::Plain => alive = true,
-                    Heartbeat::WithId(id) => {
-                        alive = true;
-                        match conn.client_id.as_deref() {
-                            Some(current) if current == id => {}
-                            Some(_) => self.close_inline(conn, 1008, "client id mismatch", OfflineReason::Error),
-                            None => {
-                                let id: Box<str> = id.into();
-                                if !self.bind(conn, &id) {
-                                    self.close_inline(conn, 4002, "client id already in use", OfflineReason::Error);
+                        Heartbeat::WithId(id) => {
+                            alive = true;
+                            match conn.client_id.as_deref() {
+                                Some(current) if current == id => self.heartbeat(conn),
+                                Some(_) => self.close_inline(conn, 1008, "client id mismatch", OfflineReason::Error),
+                                None => {
+                                    let id: Box<str> = id.into();
+                                    if self.bind(conn, &id) {
+                                        self.heartbeat(conn);
+                                    } else {
+                                        self.close_inline(conn, 4002, "client id already in use", OfflineReason::Error);
+                                    }
                                 }
                             }
+                            None
+                        }
+                        Heartbeat::InvalidId => {
+                            self.close_inline(conn, 1008, "invalid client id", OfflineReason::Error);
+                            None
                         }
                     }
-                    Heartbeat::InvalidId => self.close_inline(conn, 1008, "invalid client id", OfflineReason::Error),
-                },
-                Message::Binary(b) => {
-                    if self.cfg.echo {
-                        frame::encode_frame(sink, OpCode::Binary, b);
-                    }
                 }
-                Message::Ping(p) => frame::encode_frame(sink, OpCode::Pong, p),
-                Message::Pong(_) => {}
+                Message::Binary(b) => {
+                    self.metrics.messages_received += 1;
+                    Some(AppMessage::Binary(b))
+                }
+                Message::Ping(p) => {
+                    frame::encode_frame(sink, OpCode::Pong, p);
+                    None
+                }
+                Message::Pong(_) => None,
                 Message::Close(c) => {
                     match c {
                         Some((code, _)) => frame::encode_close(sink, code, ""),
@@ -780,6 +1090,28 @@ impl Core {
                     self.leave(conn, OfflineReason::Closed);
                     conn.phase = Phase::CloseAfterFlush;
                     break After::Keep;
+                }
+            };
+            if let Some(m) = app {
+                if self.cfg.echo {
+                    // Nothing was queued since the top of the loop for an
+                    // application message, so `backlog` still tells the sink.
+                    let sink = if backlog > 0 { &mut conn.out } else { &mut self.wbuf };
+                    match m {
+                        AppMessage::Text(t) => frame::encode_frame(sink, OpCode::Text, t.as_bytes()),
+                        AppMessage::Binary(b) => frame::encode_frame(sink, OpCode::Binary, b),
+                    }
+                    self.metrics.messages_sent += 1;
+                }
+                if self.app_handler {
+                    let info = ConnInfo {
+                        conn: ConnId(conn.token),
+                        id: conn.client_id.as_deref(),
+                        peer: conn.peer,
+                    };
+                    self.handler.on_message(&info, m, &mut self.ctl);
+                } else if !self.cfg.echo {
+                    self.metrics.messages_dropped += 1;
                 }
             }
         };
@@ -791,6 +1123,31 @@ impl Core {
         }
         after
     }
+
+    /// A heartbeat from an open connection (after its id, if any, is bound).
+    fn heartbeat(&mut self, conn: &Conn) {
+        self.metrics.heartbeats_received += 1;
+        let info = ConnInfo {
+            conn: ConnId(conn.token),
+            id: conn.client_id.as_deref(),
+            peer: conn.peer,
+        };
+        self.handler.on_heartbeat(&info, &mut self.ctl);
+    }
+}
+
+/// Binds a listener with a deep accept queue: connection storms (a fleet
+/// reconnecting after a restart) should queue in the kernel, not be refused.
+pub(super) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Restarting must not wait out TIME_WAIT sockets of the last run.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(65_535)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn ms(d: Duration) -> u64 {

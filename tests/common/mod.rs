@@ -18,13 +18,48 @@ pub fn start(cfg: wsbeat::Config) -> SocketAddr {
 }
 
 /// Like [`start`], also returning the server's live numbers.
-pub fn start_with_stats(mut cfg: wsbeat::Config) -> (SocketAddr, Arc<wsbeat::Stats>) {
+pub fn start_with_stats(cfg: wsbeat::Config) -> (SocketAddr, Arc<wsbeat::Stats>) {
+    let s = spawn(cfg);
+    (s.addr, s.stats)
+}
+
+/// A server running on its own thread.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stats: Arc<wsbeat::Stats>,
+    pub handle: wsbeat::Handle,
+    pub thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+/// Test settings: both listeners on free loopback ports, no signal handling
+/// (tests share one process).
+pub fn test_config(mut cfg: wsbeat::Config) -> wsbeat::Config {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let server = wsbeat::Server::bind(cfg).expect("bind");
+    cfg.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.handle_signals = false;
+    cfg
+}
+
+pub fn spawn(cfg: wsbeat::Config) -> TestServer {
+    spawn_server(wsbeat::Server::bind(test_config(cfg)).expect("bind"))
+}
+
+pub fn spawn_server(server: wsbeat::Server) -> TestServer {
+    // RUST_LOG=debug shows the server's log in a failing test's output.
+    let _ = env_logger::builder().is_test(true).try_init();
     let addr = server.local_addr();
+    let admin = server.admin_addr().expect("admin listener");
     let stats = server.stats();
-    std::thread::spawn(move || server.run().expect("server loop"));
-    (addr, stats)
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    TestServer {
+        addr,
+        admin,
+        stats,
+        handle,
+        thread,
+    }
 }
 
 /// Waits for `cond` to hold, checking every few milliseconds, up to
@@ -91,6 +126,14 @@ impl Raw {
 
     pub fn send(&mut self, b: &[u8]) {
         self.s.write_all(b).expect("write");
+    }
+
+    /// Like [`send_frame`](Self::send_frame), but reports a failed write
+    /// (the server may already have dropped the connection).
+    pub fn try_send_frame(&mut self, fin: bool, op: OpCode, payload: &[u8]) -> bool {
+        let mut v = Vec::new();
+        frame::encode_frame_masked(&mut v, fin, op, payload, [0x12, 0x34, 0x56, 0x78]);
+        self.s.write_all(&v).is_ok()
     }
 
     pub fn send_frame(&mut self, fin: bool, op: OpCode, payload: &[u8]) {
@@ -228,4 +271,54 @@ impl Raw {
         }
         panic!("server did not drop the connection within {DEADLINE:?}")
     }
+}
+
+/// One HTTP response, as read off the wire.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Reads one response (Content-Length framed) from `r`.
+pub fn read_response(r: &mut Raw) -> Response {
+    let all = r.read_http_head();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap();
+    Response {
+        status: head[9..12].parse().unwrap(),
+        head: head.to_string(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Sends one request on a fresh connection and reads the response.
+/// `extra` holds header lines, each ending in CRLF.
+pub fn http(addr: SocketAddr, method: &str, target: &str, extra: &str, body: &[u8]) -> Response {
+    let mut r = Raw::connect(addr);
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    r.send(&req);
+    // Bodies are read as bytes: read_http_head goes through a lossy string,
+    // so keep tests to UTF-8 bodies in responses.
+    read_response(&mut r)
 }

@@ -1,0 +1,261 @@
+//! Counters the loop keeps, rendered in the Prometheus text format 0.0.4.
+//! Plain integers: only the loop's thread touches them.
+
+use std::fmt::Write;
+
+use crate::server::registry::OfflineReason;
+
+/// Handshake answers other than 101 that are counted by status.
+pub const HANDSHAKE_STATUSES: [u16; 6] = [400, 403, 404, 426, 431, 503];
+/// Close codes the server sends for protocol and policy violations.
+pub const PROTOCOL_ERROR_CODES: [u16; 4] = [1002, 1007, 1008, 1009];
+/// Why a connection was refused before it could be upgraded.
+pub const REJECT_REASONS: [&str; 3] = ["max_connections", "handshake_failed", "handshake_timeout"];
+
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub connections_accepted: u64,
+    pub rejected: [u64; REJECT_REASONS.len()],
+    pub handshake_failures: [u64; HANDSHAKE_STATUSES.len()],
+    pub heartbeats_received: u64,
+    pub heartbeats_sent: u64,
+    pub evictions: [u64; OfflineReason::ALL.len()],
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub protocol_errors: [u64; PROTOCOL_ERROR_CODES.len()],
+    pub accept_errors: u64,
+    pub admin_requests: u64,
+}
+
+impl Metrics {
+    pub fn reject(&mut self, reason: &str) {
+        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            self.rejected[i] += 1;
+        }
+    }
+
+    pub fn handshake_failure(&mut self, status: u16) {
+        if let Some(i) = HANDSHAKE_STATUSES.iter().position(|s| *s == status) {
+            self.handshake_failures[i] += 1;
+        }
+    }
+
+    pub fn eviction(&mut self, reason: OfflineReason) {
+        if let Some(i) = OfflineReason::ALL.iter().position(|r| *r == reason) {
+            self.evictions[i] += 1;
+        }
+    }
+
+    pub fn protocol_error(&mut self, code: u16) {
+        if let Some(i) = PROTOCOL_ERROR_CODES.iter().position(|c| *c == code) {
+            self.protocol_errors[i] += 1;
+        }
+    }
+}
+
+/// Gauges read from the loop's state at scrape time, so they are exact.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    pub connections_open: usize,
+    pub clients_online: usize,
+    pub sse_subscribers: usize,
+    pub admin_connections: usize,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Renders every metric, with `# HELP` and `# TYPE` lines. Labelled
+/// families list every label value, zeros included, so a series never
+/// appears out of nowhere.
+pub fn render(m: &Metrics, g: Gauges) -> String {
+    let mut out = String::with_capacity(4096);
+    let o = &mut out;
+    single(
+        o,
+        "wsbeat_connections_open",
+        "gauge",
+        "WebSocket connections held, in any phase.",
+        g.connections_open as u64,
+    );
+    single(
+        o,
+        "wsbeat_clients_online",
+        "gauge",
+        "Client ids in the registry.",
+        g.clients_online as u64,
+    );
+    single(
+        o,
+        "wsbeat_connections_accepted_total",
+        "counter",
+        "TCP connections accepted on the WebSocket listener.",
+        m.connections_accepted,
+    );
+    family(
+        o,
+        "wsbeat_connections_rejected_total",
+        "counter",
+        "Connections refused before an upgrade, by reason.",
+    );
+    for (r, v) in REJECT_REASONS.iter().zip(m.rejected) {
+        let _ = writeln!(o, "wsbeat_connections_rejected_total{{reason=\"{r}\"}} {v}");
+    }
+    family(
+        o,
+        "wsbeat_handshake_failures_total",
+        "counter",
+        "Upgrade requests answered with an error status.",
+    );
+    for (s, v) in HANDSHAKE_STATUSES.iter().zip(m.handshake_failures) {
+        let _ = writeln!(o, "wsbeat_handshake_failures_total{{status=\"{s}\"}} {v}");
+    }
+    single(
+        o,
+        "wsbeat_heartbeats_received_total",
+        "counter",
+        "Client heartbeat messages received.",
+        m.heartbeats_received,
+    );
+    single(
+        o,
+        "wsbeat_heartbeats_sent_total",
+        "counter",
+        "Server heartbeats sent (a ping and a text heartbeat in `both` mode count once).",
+        m.heartbeats_sent,
+    );
+    family(
+        o,
+        "wsbeat_evictions_total",
+        "counter",
+        "Upgraded connections that ended, by reason (as in /events).",
+    );
+    for (r, v) in OfflineReason::ALL.iter().zip(m.evictions) {
+        let _ = writeln!(o, "wsbeat_evictions_total{{reason=\"{}\"}} {v}", r.as_str());
+    }
+    single(
+        o,
+        "wsbeat_messages_received_total",
+        "counter",
+        "Text and binary messages received, heartbeats included.",
+        m.messages_received,
+    );
+    single(
+        o,
+        "wsbeat_messages_sent_total",
+        "counter",
+        "Text and binary messages sent: echoes, pushes, broadcasts, text heartbeats.",
+        m.messages_sent,
+    );
+    single(
+        o,
+        "wsbeat_messages_dropped_total",
+        "counter",
+        "Application messages received with no application to take them.",
+        m.messages_dropped,
+    );
+    single(
+        o,
+        "wsbeat_bytes_received_total",
+        "counter",
+        "Bytes read from WebSocket connections.",
+        m.bytes_received,
+    );
+    single(
+        o,
+        "wsbeat_bytes_sent_total",
+        "counter",
+        "Bytes written to WebSocket connections.",
+        m.bytes_sent,
+    );
+    family(
+        o,
+        "wsbeat_protocol_errors_total",
+        "counter",
+        "Connections closed for a protocol or policy violation, by close code.",
+    );
+    for (c, v) in PROTOCOL_ERROR_CODES.iter().zip(m.protocol_errors) {
+        let _ = writeln!(o, "wsbeat_protocol_errors_total{{code=\"{c}\"}} {v}");
+    }
+    single(
+        o,
+        "wsbeat_accept_errors_total",
+        "counter",
+        "Failed accepts (e.g. out of file descriptors); accepting pauses 100 ms after each.",
+        m.accept_errors,
+    );
+    single(
+        o,
+        "wsbeat_admin_requests_total",
+        "counter",
+        "Admin API requests served.",
+        m.admin_requests,
+    );
+    single(
+        o,
+        "wsbeat_events_subscribers",
+        "gauge",
+        "Open /events streams.",
+        g.sse_subscribers as u64,
+    );
+    single(
+        o,
+        "wsbeat_admin_connections",
+        "gauge",
+        "Open admin API connections.",
+        g.admin_connections as u64,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_and_type_and_samples_parse() {
+        let mut m = Metrics::default();
+        m.eviction(OfflineReason::HeartbeatTimeout);
+        m.protocol_error(1007);
+        m.handshake_failure(426);
+        let text = render(
+            &m,
+            Gauges {
+                connections_open: 3,
+                clients_online: 2,
+                sse_subscribers: 0,
+                admin_connections: 1,
+            },
+        );
+        let mut families = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families.insert(rest.split(' ').next().unwrap().to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap();
+            let name = series.split('{').next().unwrap();
+            assert!(families.contains(name), "{name} has no TYPE line before it");
+        }
+        assert!(text.contains("wsbeat_connections_open 3\n"));
+        assert!(text.contains("wsbeat_clients_online 2\n"));
+        assert!(text.contains("wsbeat_evictions_total{reason=\"heartbeat_timeout\"} 1\n"));
+        assert!(text.contains("wsbeat_evictions_total{reason=\"shutdown\"} 0\n"));
+        assert!(text.contains("wsbeat_protocol_errors_total{code=\"1007\"} 1\n"));
+        assert!(text.contains("wsbeat_handshake_failures_total{status=\"426\"} 1\n"));
+    }
+}

@@ -1,0 +1,41 @@
+//! Raising the open-file limit to fit `--max-connections`.
+
+use log::{info, warn};
+
+/// Descriptors beyond the connections themselves: listeners, the poll
+/// instance, the waker, signals, admin connections, logs.
+pub const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft `RLIMIT_NOFILE` toward `max_connections` plus a reserve
+/// (and the hard limit too, when the process may). Returns the soft limit
+/// now in force, and logs what was obtained; warns, naming the effective cap,
+/// when it is not enough.
+pub fn raise_fd_limit(max_connections: usize) -> std::io::Result<u64> {
+    use rlimit::Resource;
+    let want = max_connections as u64 + RESERVED_FDS;
+    let (soft, hard) = Resource::NOFILE.get()?;
+    if soft >= want {
+        info!("open-file limit {soft} fits --max-connections {max_connections}");
+        return Ok(soft);
+    }
+    // Raising the hard limit needs privileges; try, and settle for the hard
+    // limit otherwise.
+    if hard < want && Resource::NOFILE.set(want, want).is_ok() {
+        info!("open-file limit raised from {soft} to {want}");
+        return Ok(want);
+    }
+    let target = want.min(hard);
+    if target > soft {
+        Resource::NOFILE.set(target, hard)?;
+    }
+    let now = target.max(soft);
+    if now < want {
+        warn!(
+            "open-file limit is {now} (hard limit {hard}): at most about {} connections, below --max-connections {max_connections}; raise `ulimit -n` or LimitNOFILE",
+            now.saturating_sub(RESERVED_FDS)
+        );
+    } else {
+        info!("open-file limit raised from {soft} to {now}");
+    }
+    Ok(now)
+}

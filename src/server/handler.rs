@@ -1,0 +1,122 @@
+//! What the embedding program sees: the [`Handler`] it implements, and the
+//! commands it (or the admin API, or a [`Handle`](crate::Handle)) can give.
+
+use std::net::SocketAddr;
+
+use super::registry::OfflineReason;
+
+/// Identifies one connection for as long as it lives; never reused for a
+/// later connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub(crate) u64);
+
+/// A connection, as handed to [`Handler`] callbacks.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo<'a> {
+    pub conn: ConnId,
+    /// The client id, once the connection has one.
+    pub id: Option<&'a str>,
+    pub peer: SocketAddr,
+}
+
+/// An application message from a client (heartbeats are not application
+/// messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppMessage<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// A message to send to clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl From<&str> for Outgoing {
+    fn from(s: &str) -> Self {
+        Outgoing::Text(s.to_string())
+    }
+}
+
+impl From<String> for Outgoing {
+    fn from(s: String) -> Self {
+        Outgoing::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Outgoing {
+    fn from(b: Vec<u8>) -> Self {
+        Outgoing::Binary(b)
+    }
+}
+
+/// Something to do on the loop, from a handler, a handle or the admin API.
+#[derive(Debug)]
+pub(crate) enum Command {
+    SendConn(ConnId, Outgoing),
+    SendId(Box<str>, Outgoing),
+    Broadcast(Outgoing),
+    Kick(Box<str>, String),
+    Shutdown,
+    /// A newer connection took this one's id.
+    Replaced(u64),
+}
+
+/// Lets a [`Handler`] act on the server from inside a callback. Commands run
+/// right after the callback returns, in order.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub(crate) commands: Vec<Command>,
+}
+
+impl Control {
+    /// Sends to one connection (e.g. a reply).
+    pub fn send(&mut self, to: ConnId, msg: impl Into<Outgoing>) {
+        self.commands.push(Command::SendConn(to, msg.into()));
+    }
+
+    /// Sends to the connection holding client id `id`, if it is online.
+    pub fn send_to_id(&mut self, id: &str, msg: impl Into<Outgoing>) {
+        self.commands.push(Command::SendId(id.into(), msg.into()));
+    }
+
+    /// Sends to every open connection.
+    pub fn broadcast(&mut self, msg: impl Into<Outgoing>) {
+        self.commands.push(Command::Broadcast(msg.into()));
+    }
+
+    /// Closes the connection holding `id` with 4003 and `reason`.
+    pub fn kick(&mut self, id: &str, reason: &str) {
+        self.commands.push(Command::Kick(id.into(), reason.to_string()));
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&mut self) {
+        self.commands.push(Command::Shutdown);
+    }
+}
+
+/// Callbacks from the event loop, all on the loop's thread. Every method has
+/// a default that does nothing, so a handler implements only what it needs.
+/// Callbacks must not block: the loop serves every connection.
+pub trait Handler: Send + 'static {
+    /// A connection completed its upgrade (`id` is set if it named itself
+    /// in the query string).
+    fn on_open(&mut self, _conn: &ConnInfo<'_>, _ctl: &mut Control) {}
+    /// A client heartbeat arrived (after any id in it was bound).
+    fn on_heartbeat(&mut self, _conn: &ConnInfo<'_>, _ctl: &mut Control) {}
+    /// An application message arrived.
+    fn on_message(&mut self, _conn: &ConnInfo<'_>, _msg: AppMessage<'_>, _ctl: &mut Control) {}
+    /// An open connection ended (or began closing) for `reason`. Called
+    /// once per connection that was opened.
+    fn on_close(&mut self, _conn: &ConnInfo<'_>, _reason: OfflineReason, _ctl: &mut Control) {}
+}
+
+/// The handler of the `wsbeat` binary: application messages are dropped
+/// (and counted), or echoed with `--echo`.
+#[derive(Debug, Default)]
+pub struct NoopHandler;
+
+impl Handler for NoopHandler {}
