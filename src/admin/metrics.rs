@@ -10,7 +10,12 @@ pub const HANDSHAKE_STATUSES: [u16; 6] = [400, 403, 404, 426, 431, 503];
 /// Close codes the server sends for protocol and policy violations.
 pub const PROTOCOL_ERROR_CODES: [u16; 4] = [1002, 1007, 1008, 1009];
 /// Why a connection was refused before it could be upgraded.
-pub const REJECT_REASONS: [&str; 3] = ["max_connections", "handshake_failed", "handshake_timeout"];
+pub const REJECT_REASONS: [&str; 4] = [
+    "max_connections",
+    "out_of_descriptors",
+    "handshake_failed",
+    "handshake_timeout",
+];
 
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
@@ -63,6 +68,9 @@ pub struct Gauges {
     pub clients_online: usize,
     pub sse_subscribers: usize,
     pub admin_connections: usize,
+    /// Connections holding a buffer of any kind right now.
+    pub connections_buffering: usize,
+    pub buffered_bytes: usize,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -215,6 +223,20 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
         "Open admin API connections.",
         g.admin_connections as u64,
     );
+    single(
+        o,
+        "wsbeat_connections_buffering",
+        "gauge",
+        "WebSocket connections holding a heap buffer (unsent output, a split frame, an incomplete upgrade); idle ones hold none.",
+        g.connections_buffering as u64,
+    );
+    single(
+        o,
+        "wsbeat_buffered_bytes",
+        "gauge",
+        "Heap bytes in per-connection buffers.",
+        g.buffered_bytes as u64,
+    );
     out
 }
 
@@ -235,6 +257,8 @@ mod tests {
                 clients_online: 2,
                 sse_subscribers: 0,
                 admin_connections: 1,
+                connections_buffering: 0,
+                buffered_bytes: 0,
             },
         );
         let mut families = std::collections::HashSet::new();

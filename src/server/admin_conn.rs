@@ -365,6 +365,14 @@ impl Backend for Server {
 
     fn metrics(&self) -> String {
         let open = self.conns.len();
+        // One pass over the connections per scrape keeps the hot path free
+        // of bookkeeping.
+        let (mut buffering, mut buffered) = (0, 0);
+        for (_, c) in self.conns.iter() {
+            let b = c.buffered_bytes();
+            buffering += usize::from(b > 0);
+            buffered += b;
+        }
         metrics::render(
             &self.core.metrics,
             Gauges {
@@ -372,6 +380,8 @@ impl Backend for Server {
                 clients_online: self.core.registry.len(),
                 sse_subscribers: self.admin.iter().filter(|(_, a)| a.events).count(),
                 admin_connections: self.admin.len(),
+                connections_buffering: buffering,
+                buffered_bytes: buffered,
             },
         )
     }

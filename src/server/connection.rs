@@ -81,6 +81,16 @@ impl Conn {
         }
     }
 
+    /// Heap bytes held in this connection's buffers (outbound bytes, a
+    /// partial frame or message, an incomplete upgrade request).
+    pub fn buffered_bytes(&self) -> usize {
+        let handshake = match &self.phase {
+            Phase::Handshake(b) => b.capacity(),
+            _ => 0,
+        };
+        self.out.capacity() + self.decoder.heap_bytes() + handshake
+    }
+
     /// Unsent bytes held by this connection.
     pub fn backlog(&self) -> usize {
         self.out.len() - self.out_pos

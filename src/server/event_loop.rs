@@ -93,6 +93,10 @@ pub struct Server {
     running: Vec<Command>,
     /// Set when a graceful shutdown began: its deadline.
     shutdown_at: Option<u64>,
+    /// A descriptor held in reserve, released to refuse connections cleanly
+    /// when the process runs out.
+    reserve_fd: Option<std::fs::File>,
+    fd_warned_at: Option<u64>,
     exit_now: bool,
 }
 
@@ -203,6 +207,8 @@ impl Server {
             running: Vec::new(),
             shutdown_at: None,
             exit_now: false,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+            fd_warned_at: None,
         })
     }
 
@@ -261,11 +267,12 @@ impl Server {
                     WAKER => self.take_commands(),
                     SIGNALS => self.on_signals(),
                     Token(t) => {
-                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let hangup = ev.is_read_closed() || ev.is_error();
+                        let readable = ev.is_readable() || hangup;
                         if t as u64 & ADMIN_FLAG != 0 {
                             self.admin_event(t as u64, readable, ev.is_writable());
                         } else {
-                            self.connection_event(t, readable, ev.is_writable());
+                            self.connection_event(t, readable, hangup, ev.is_writable());
                         }
                     }
                 }
@@ -370,25 +377,15 @@ impl Server {
         loop {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     self.core.metrics.connections_accepted += 1;
                     if self.conns.len() >= self.core.cfg.max_connections {
                         self.core.metrics.reject("max_connections");
-                        self.core.metrics.handshake_failure(503);
-                        let mut out = Vec::new();
-                        handshake::write_rejection(
-                            &mut out,
-                            &Rejection {
-                                status: 503,
-                                reason: "server at its connection limit",
-                            },
-                        );
-                        // Best effort: the socket buffer of a new connection
-                        // takes these few bytes at once.
-                        let _ = stream.write(&out);
+                        self.refuse(stream, "server at its connection limit");
                         debug!("{peer}: refused, at --max-connections");
                         continue;
                     }
+                    let mut stream = stream;
                     let _ = stream.set_nodelay(true);
                     let generation = self.core.next_generation;
                     self.core.next_generation = (generation + 1) & GENERATION_MASK;
@@ -415,11 +412,37 @@ impl Server {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
                     ) => {}
                 Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or memory: the
-                    // pending connections stay queued, and with edge-triggered
-                    // readiness nothing would wake us for them again, so retry
-                    // on a timer rather than spin.
                     self.core.metrics.accept_errors += 1;
+                    // Out of descriptors: give back the reserve one, take the
+                    // waiting connection, refuse it with a 503 so the client
+                    // knows at once, and take the reserve again.
+                    if is_out_of_fds(&e) && self.reserve_fd.take().is_some() {
+                        // Linux reports EMFILE before it looks at the queue,
+                        // so only this accept tells whether anyone waits.
+                        let refused = self.listener.as_ref().map(|l| l.accept());
+                        let waiting = matches!(refused, Some(Ok(_)));
+                        if let Some(Ok((stream, peer))) = refused {
+                            self.core.metrics.connections_accepted += 1;
+                            self.core.metrics.reject("out_of_descriptors");
+                            self.refuse(stream, "server out of file descriptors");
+                            debug!("{peer}: refused, out of file descriptors");
+                        }
+                        self.reserve_fd = std::fs::File::open("/dev/null").ok();
+                        if !waiting && self.reserve_fd.is_some() {
+                            return;
+                        }
+                        if self.reserve_fd.is_some() {
+                            if self.fd_warned_at.is_none_or(|t| self.core.now >= t + 10_000) {
+                                warn!("out of file descriptors ({e}): refusing new connections with 503");
+                                self.fd_warned_at = Some(self.core.now);
+                            }
+                            continue;
+                        }
+                    }
+                    // Without a reserve (or on other errors, e.g. ENOMEM):
+                    // the pending connections stay queued, and with
+                    // edge-triggered readiness nothing would wake us for them
+                    // again, so retry on a timer rather than spin.
                     warn!("accept failed: {e}; retrying in 100 ms");
                     self.core.accept_paused = true;
                     let at = self.core.now + 100;
@@ -430,7 +453,21 @@ impl Server {
         }
     }
 
-    fn connection_event(&mut self, token: usize, readable: bool, writable: bool) {
+    /// Answers a connection that will not be served with `503` and closes
+    /// it. What the client already sent is read first, so that closing does
+    /// not turn into a reset that could destroy the answer in flight.
+    fn refuse(&mut self, mut stream: mio::net::TcpStream, reason: &'static str) {
+        self.core.metrics.handshake_failure(503);
+        let _ = stream.read(&mut self.rbuf);
+        let mut out = Vec::new();
+        handshake::write_rejection(&mut out, &Rejection { status: 503, reason });
+        // Best effort: the socket buffer of a new connection takes these few
+        // bytes at once.
+        let _ = stream.write(&out);
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+
+    fn connection_event(&mut self, token: usize, readable: bool, hangup: bool, writable: bool) {
         let Some(idx) = self.live_index(token as u64) else {
             return;
         };
@@ -438,7 +475,7 @@ impl Server {
             return;
         }
         if readable {
-            self.on_readable(idx);
+            self.on_readable(idx, hangup);
         }
     }
 
@@ -452,7 +489,10 @@ impl Server {
         }
     }
 
-    fn on_readable(&mut self, idx: usize) {
+    /// Reads and handles what the connection sent. `hangup`: the event also
+    /// reported the peer's FIN or a reset, which raise no further event, so
+    /// read on until the socket says so.
+    fn on_readable(&mut self, idx: usize, hangup: bool) {
         for _ in 0..MAX_READS_PER_EVENT {
             let conn = &mut self.conns[idx];
             let n = match conn.stream.read(&mut self.rbuf) {
@@ -489,8 +529,9 @@ impl Server {
             }
             // A short read drained the socket: with edge-triggered readiness
             // the next byte to arrive raises a new event, so another read
-            // now would only return WouldBlock.
-            if n < self.rbuf.len() {
+            // now would only return WouldBlock. Not so for a FIN or a reset
+            // reported with this event: only a read shows it.
+            if n < self.rbuf.len() && !hangup {
                 return;
             }
         }
@@ -1148,6 +1189,11 @@ pub(super) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // The kernel caps this at net.core.somaxconn.
     socket.listen(65_535)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    // EMFILE (per process) and ENFILE (system-wide).
+    matches!(e.raw_os_error(), Some(24) | Some(23))
 }
 
 fn ms(d: Duration) -> u64 {

@@ -31,8 +31,7 @@ pub fn raise_fd_limit(max_connections: usize) -> std::io::Result<u64> {
     let now = target.max(soft);
     if now < want {
         warn!(
-            "open-file limit is {now} (hard limit {hard}): at most about {} connections, below --max-connections {max_connections}; raise `ulimit -n` or LimitNOFILE",
-            now.saturating_sub(RESERVED_FDS)
+            "open-file limit is {now} (hard limit {hard}), below the {want} that --max-connections {max_connections} needs: connections past it get 503; raise `ulimit -n` or LimitNOFILE"
         );
     } else {
         info!("open-file limit raised from {soft} to {now}");
