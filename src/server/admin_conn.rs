@@ -311,7 +311,7 @@ impl Server {
         let c = self.conns.get(idx).filter(|c| c.token == token)?;
         Some(ClientInfo {
             id: id.to_string(),
-            peer: c.peer,
+            peer: c.peer_addr()?,
             connected_at_ms: self.wall_ms(c.connected_at),
             last_seen_ms: self.wall_ms(c.last_seen),
         })

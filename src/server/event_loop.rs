@@ -15,7 +15,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::admin_conn::AdminConn;
-use super::connection::{Conn, Phase};
+use super::connection::{Conn, Peer, Phase, spill_out};
 use super::handle::{Handle, QUEUE_CAPACITY};
 use super::handler::{AppMessage, Command, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
 use super::registry::{Bind, OfflineReason, PresenceEvent, Registry};
@@ -45,6 +45,9 @@ const SHUTDOWN_DEADLINE: u64 = u64::MAX - 1;
 /// needs few reads per turn; a connection keeps bytes of its own only when a
 /// frame is split across reads.
 pub(super) const READ_BUFFER: usize = 64 * 1024;
+/// Most connections whose table is reserved at start-up (beyond it the table
+/// grows as needed).
+const MAX_PRESIZE: usize = 4 << 20;
 /// Commands from other threads run per loop turn.
 const COMMANDS_PER_TURN: usize = 1024;
 /// Reads per connection per readiness event before others get their turn.
@@ -174,6 +177,12 @@ impl Server {
             None
         };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // Reserve the connection table and the timer arena for the
+        // configured maximum up front: the memory is only address space
+        // until a connection touches its slot, so resident memory grows one
+        // connection at a time instead of doubling (and copying) as a vector
+        // would.
+        let reserve = cfg.max_connections.min(MAX_PRESIZE);
         let (tx, commands) = sync_channel(QUEUE_CAPACITY);
         Ok(Server {
             poll,
@@ -181,7 +190,7 @@ impl Server {
             local_addr,
             admin_listener,
             admin_addr,
-            conns: Slab::new(),
+            conns: Slab::with_capacity(reserve),
             admin: Slab::new(),
             rbuf: vec![0; READ_BUFFER],
             core: Core {
@@ -189,7 +198,7 @@ impl Server {
                 start: Instant::now(),
                 now: 0,
                 wall: 0,
-                timers: TimerWheel::new(0),
+                timers: TimerWheel::with_capacity(0, reserve + 16),
                 wbuf: Vec::new(),
                 next_generation: 0,
                 accept_paused: false,
@@ -345,7 +354,7 @@ impl Server {
                     self.core.leave(conn, OfflineReason::Shutdown);
                     self.close_gracefully(idx, 1001, "server shutting down");
                 }
-                Phase::Handshake(_) => self.drop_conn(idx, OfflineReason::Shutdown, "shutting down"),
+                Phase::Handshake => self.drop_conn(idx, OfflineReason::Shutdown, "shutting down"),
                 _ => {}
             }
         }
@@ -399,7 +408,7 @@ impl Server {
                         warn!("{peer}: cannot register: {e}");
                         continue;
                     }
-                    let mut conn = Conn::new(stream, token, peer, self.core.now);
+                    let mut conn = Conn::new(stream, token, self.core.now);
                     let deadline = self.core.now + ms(self.core.cfg.handshake_timeout);
                     conn.timer = Some(self.core.timers.schedule(deadline, token));
                     entry.insert(conn);
@@ -558,9 +567,10 @@ impl Server {
     fn on_writable(&mut self, idx: usize) -> After {
         let conn = &mut self.conns[idx];
         if conn.backlog() > 0 {
-            match write_some(&mut conn.stream, &conn.out[conn.out_pos..]) {
+            let spill = conn.spill.as_mut().expect("a backlog lives in the spill");
+            match write_some(&mut conn.stream, &spill.out[spill.out_pos..]) {
                 Ok(n) => {
-                    conn.out_pos += n;
+                    spill.out_pos += n;
                     self.core.metrics.bytes_sent += n as u64;
                 }
                 Err(_) => {
@@ -584,11 +594,7 @@ impl Server {
             }
             match written {
                 Ok(n) if n == self.core.wbuf.len() => {}
-                Ok(n) => {
-                    conn.out.clear();
-                    conn.out.extend_from_slice(&self.core.wbuf[n..]);
-                    conn.out_pos = 0;
-                }
+                Ok(n) => conn.keep_unsent(&self.core.wbuf[n..]),
                 Err(_) => {
                     self.core.wbuf.clear();
                     self.drop_conn(idx, OfflineReason::Error, "write error");
@@ -619,10 +625,7 @@ impl Server {
             return After::Keep;
         }
         // Drained: give the buffer back.
-        if conn.out.capacity() > 0 {
-            conn.out = Vec::new();
-            conn.out_pos = 0;
-        }
+        conn.release_spill();
         if conn.want_write {
             conn.want_write = false;
             if self
@@ -659,7 +662,7 @@ impl Server {
             return After::Drop(OfflineReason::Backpressure, "backpressure");
         }
         if backlog > 0 {
-            encode(&mut conn.out);
+            encode(spill_out(&mut conn.spill));
             return After::Keep;
         }
         debug_assert!(self.core.wbuf.is_empty());
@@ -698,7 +701,7 @@ impl Server {
                 // The registry already points at the newer connection and
                 // the offline event is out: let go of the id, then close.
                 if matches!(conn.phase, Phase::Open) {
-                    debug!("{}: replaced by a newer connection", conn.peer);
+                    debug!("{}: replaced by a newer connection", conn.peer());
                     self.core.leave(conn, OfflineReason::Replaced);
                     self.close_gracefully(idx, 4001, "replaced by a newer connection");
                 }
@@ -767,7 +770,7 @@ impl Server {
             return false;
         };
         let conn = &mut self.conns[idx];
-        info!("kicked {id} ({})", conn.peer);
+        info!("kicked {id} ({})", conn.peer());
         self.core.leave(conn, OfflineReason::Kicked);
         self.close_gracefully(idx, 4003, reason);
         true
@@ -800,7 +803,7 @@ impl Server {
         let now = self.core.now;
         let conn = &mut self.conns[idx];
         match conn.phase {
-            Phase::Handshake(_) => {
+            Phase::Handshake => {
                 self.core.metrics.reject("handshake_timeout");
                 self.drop_conn(idx, OfflineReason::Error, "handshake timeout")
             }
@@ -809,7 +812,7 @@ impl Server {
                     info!(
                         "evicted {} ({}): heartbeat timeout",
                         conn.client_id.as_deref().unwrap_or("-"),
-                        conn.peer
+                        conn.peer()
                     );
                     self.core.leave(conn, OfflineReason::HeartbeatTimeout);
                     self.close_gracefully(idx, 4000, "heartbeat timeout");
@@ -855,9 +858,9 @@ impl Server {
             OfflineReason::Backpressure => info!(
                 "dropped {} ({}): backpressure",
                 conn.client_id.as_deref().unwrap_or("-"),
-                conn.peer
+                conn.peer()
             ),
-            _ => debug!("{}: dropped: {why}", conn.peer),
+            _ => debug!("{}: dropped: {why}", conn.peer()),
         }
         self.core.leave(&mut conn, reason);
         // Closing the descriptor removes it from the poll set.
@@ -909,7 +912,7 @@ impl Core {
         let info = ConnInfo {
             conn: ConnId(conn.token),
             id: conn.client_id.as_deref(),
-            peer: conn.peer,
+            stream: &conn.stream,
         };
         self.handler.on_close(&info, reason, &mut self.ctl);
         if let Some(id) = conn.client_id.take()
@@ -926,13 +929,14 @@ impl Core {
     /// Binds `id` to the connection. False when `--duplicate-id reject` keeps
     /// it with another connection.
     fn bind(&mut self, conn: &mut Conn, id: &str) -> bool {
-        match self.registry.bind(id, conn.token, self.cfg.duplicate_id) {
+        let id: Arc<str> = id.into();
+        match self.registry.bind(&id, conn.token, self.cfg.duplicate_id) {
             Bind::Bound => {}
             Bind::Replaced(old) => {
                 // Offline first, so a subscriber never sees the id go
                 // offline after it came back.
                 self.events.push(PresenceEvent::Offline {
-                    id: id.into(),
+                    id: id.clone(),
                     reason: OfflineReason::Replaced,
                     at_ms: self.wall,
                 });
@@ -940,31 +944,29 @@ impl Core {
             }
             Bind::Rejected => return false,
         }
-        conn.client_id = Some(id.into());
-        self.events.push(PresenceEvent::Online {
-            id: id.into(),
-            at_ms: self.wall,
-        });
+        conn.client_id = Some(id.clone());
+        self.events.push(PresenceEvent::Online { id, at_ms: self.wall });
         true
     }
 
     /// Handles bytes just read for `conn`, in place.
     fn on_bytes(&mut self, conn: &mut Conn, data: &mut [u8]) -> After {
         match &mut conn.phase {
-            Phase::Handshake(pending) => {
-                if pending.is_empty() {
-                    self.on_handshake_bytes(conn, data, true)
-                } else {
+            Phase::Handshake => match conn.spill.as_mut().filter(|s| !s.handshake.is_empty()) {
+                None => self.on_handshake_bytes(conn, data, true),
+                Some(s) => {
+                    let mut pending = std::mem::take(&mut s.handshake);
                     pending.extend_from_slice(data);
-                    let mut pending = std::mem::take(pending);
                     let after = self.on_handshake_bytes(conn, &mut pending, false);
-                    if let Phase::Handshake(p) = &mut conn.phase {
+                    if conn.phase == Phase::Handshake {
                         // Still incomplete: keep the bytes.
-                        *p = pending;
+                        conn.spill.get_or_insert_with(Default::default).handshake = pending;
+                    } else {
+                        conn.release_spill();
                     }
                     after
                 }
-            }
+            },
             Phase::Open | Phase::Closing => self.on_frames(conn, data),
             Phase::CloseAfterFlush | Phase::Failing { .. } => After::Keep,
         }
@@ -978,12 +980,12 @@ impl Core {
         match handshake::parse_request(data, &policy) {
             Outcome::Partial => {
                 if fresh {
-                    conn.phase = Phase::Handshake(data.to_vec());
+                    conn.spill.get_or_insert_with(Default::default).handshake = data.to_vec();
                 }
                 After::Keep
             }
             Outcome::Reject(r) => {
-                debug!("{}: handshake refused: {} {}", conn.peer, r.status, r.reason);
+                debug!("{}: handshake refused: {} {}", conn.peer(), r.status, r.reason);
                 self.metrics.handshake_failure(r.status);
                 self.metrics.reject("handshake_failed");
                 handshake::write_rejection(&mut self.wbuf, &r);
@@ -999,7 +1001,7 @@ impl Core {
                 let (next_beat, wake_at) = self.schedule().start(self.now);
                 conn.next_beat = next_beat;
                 self.arm(conn, wake_at);
-                debug!("{}: upgraded", conn.peer);
+                debug!("{}: upgraded", conn.peer());
                 let mut rejected = false;
                 if let Some(id) = a.client_id {
                     rejected = !self.bind(conn, &id);
@@ -1007,7 +1009,7 @@ impl Core {
                 let info = ConnInfo {
                     conn: ConnId(conn.token),
                     id: conn.client_id.as_deref(),
-                    peer: conn.peer,
+                    stream: &conn.stream,
                 };
                 self.handler.on_open(&info, &mut self.ctl);
                 if rejected {
@@ -1036,7 +1038,7 @@ impl Core {
         }
         self.leave(conn, why);
         let sink = if conn.backlog() > 0 {
-            &mut conn.out
+            spill_out(&mut conn.spill)
         } else {
             &mut self.wbuf
         };
@@ -1057,7 +1059,11 @@ impl Core {
                 break After::Drop(OfflineReason::Backpressure, "backpressure");
             }
             let open = matches!(conn.phase, Phase::Open);
-            let sink = if backlog > 0 { &mut conn.out } else { &mut self.wbuf };
+            let sink = if backlog > 0 {
+                spill_out(&mut conn.spill)
+            } else {
+                &mut self.wbuf
+            };
             let msg = match conn.decoder.decode(&mut data[pos..], &limits) {
                 Ok((_, None)) => break After::Keep,
                 Ok((used, Some(msg))) => {
@@ -1065,7 +1071,7 @@ impl Core {
                     msg
                 }
                 Err(e) => {
-                    debug!("{}: protocol error: {e}", conn.peer);
+                    debug!("{}: protocol error: {e}", Peer(&conn.stream));
                     self.metrics.protocol_error(e.code);
                     frame::encode_close(sink, e.code, e.reason);
                     self.fail(conn);
@@ -1097,7 +1103,7 @@ impl Core {
                                 Some(current) if current == id => self.heartbeat(conn),
                                 Some(_) => self.close_inline(conn, 1008, "client id mismatch", OfflineReason::Error),
                                 None => {
-                                    let id: Box<str> = id.into();
+                                    let id = id.to_string();
                                     if self.bind(conn, &id) {
                                         self.heartbeat(conn);
                                     } else {
@@ -1127,7 +1133,7 @@ impl Core {
                         Some((code, _)) => frame::encode_close(sink, code, ""),
                         None => frame::encode_frame(sink, OpCode::Close, &[]),
                     }
-                    debug!("{}: client closed with {:?}", conn.peer, c.map(|c| c.0));
+                    debug!("{}: client closed with {:?}", Peer(&conn.stream), c.map(|c| c.0));
                     self.leave(conn, OfflineReason::Closed);
                     conn.phase = Phase::CloseAfterFlush;
                     break After::Keep;
@@ -1137,7 +1143,11 @@ impl Core {
                 if self.cfg.echo {
                     // Nothing was queued since the top of the loop for an
                     // application message, so `backlog` still tells the sink.
-                    let sink = if backlog > 0 { &mut conn.out } else { &mut self.wbuf };
+                    let sink = if backlog > 0 {
+                        spill_out(&mut conn.spill)
+                    } else {
+                        &mut self.wbuf
+                    };
                     match m {
                         AppMessage::Text(t) => frame::encode_frame(sink, OpCode::Text, t.as_bytes()),
                         AppMessage::Binary(b) => frame::encode_frame(sink, OpCode::Binary, b),
@@ -1148,7 +1158,7 @@ impl Core {
                     let info = ConnInfo {
                         conn: ConnId(conn.token),
                         id: conn.client_id.as_deref(),
-                        peer: conn.peer,
+                        stream: &conn.stream,
                     };
                     self.handler.on_message(&info, m, &mut self.ctl);
                 } else if !self.cfg.echo {
@@ -1171,7 +1181,7 @@ impl Core {
         let info = ConnInfo {
             conn: ConnId(conn.token),
             id: conn.client_id.as_deref(),
-            peer: conn.peer,
+            stream: &conn.stream,
         };
         self.handler.on_heartbeat(&info, &mut self.ctl);
     }

@@ -16,7 +16,15 @@ pub struct ConnInfo<'a> {
     pub conn: ConnId,
     /// The client id, once the connection has one.
     pub id: Option<&'a str>,
-    pub peer: SocketAddr,
+    pub(crate) stream: &'a mio::net::TcpStream,
+}
+
+impl ConnInfo<'_> {
+    /// The peer's address (looked up when asked: connections do not store
+    /// it). `None` once the peer is gone.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
 }
 
 /// An application message from a client (heartbeats are not application

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// What happens when a second connection claims an id already online.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -66,11 +67,11 @@ impl OfflineReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PresenceEvent {
     Online {
-        id: Box<str>,
+        id: Arc<str>,
         at_ms: u64,
     },
     Offline {
-        id: Box<str>,
+        id: Arc<str>,
         reason: OfflineReason,
         at_ms: u64,
     },
@@ -91,7 +92,9 @@ pub enum Bind {
 /// Ids of online clients, ordered so that listings can page by id.
 #[derive(Default)]
 pub struct Registry {
-    by_id: BTreeMap<Box<str>, u64>,
+    /// Keys are shared with the connections holding them (one allocation
+    /// per id, not two).
+    by_id: BTreeMap<Arc<str>, u64>,
 }
 
 impl Registry {
@@ -113,10 +116,10 @@ impl Registry {
     }
 
     /// Binds `id` to the connection `token`.
-    pub fn bind(&mut self, id: &str, token: u64, mode: DuplicateId) -> Bind {
-        match self.by_id.get_mut(id) {
+    pub fn bind(&mut self, id: &Arc<str>, token: u64, mode: DuplicateId) -> Bind {
+        match self.by_id.get_mut(&**id) {
             None => {
-                self.by_id.insert(id.into(), token);
+                self.by_id.insert(id.clone(), token);
                 Bind::Bound
             }
             Some(t) if *t == token => Bind::Bound,
@@ -157,9 +160,9 @@ mod tests {
     #[test]
     fn replace_keeps_the_newer_and_old_cleanup_is_harmless() {
         let mut r = Registry::new();
-        assert_eq!(r.bind("dev", 1, DuplicateId::Replace), Bind::Bound);
-        assert_eq!(r.bind("dev", 1, DuplicateId::Replace), Bind::Bound);
-        assert_eq!(r.bind("dev", 2, DuplicateId::Replace), Bind::Replaced(1));
+        assert_eq!(r.bind(&"dev".into(), 1, DuplicateId::Replace), Bind::Bound);
+        assert_eq!(r.bind(&"dev".into(), 1, DuplicateId::Replace), Bind::Bound);
+        assert_eq!(r.bind(&"dev".into(), 2, DuplicateId::Replace), Bind::Replaced(1));
         // The old connection's cleanup runs later: it must not unbind the new one.
         assert!(!r.unbind("dev", 1));
         assert_eq!(r.get("dev"), Some(2));
@@ -170,8 +173,8 @@ mod tests {
     #[test]
     fn reject_keeps_the_older() {
         let mut r = Registry::new();
-        assert_eq!(r.bind("dev", 1, DuplicateId::Reject), Bind::Bound);
-        assert_eq!(r.bind("dev", 2, DuplicateId::Reject), Bind::Rejected);
+        assert_eq!(r.bind(&"dev".into(), 1, DuplicateId::Reject), Bind::Bound);
+        assert_eq!(r.bind(&"dev".into(), 2, DuplicateId::Reject), Bind::Rejected);
         assert_eq!(r.get("dev"), Some(1));
         assert!(!r.unbind("dev", 2));
         assert_eq!(r.len(), 1);
@@ -181,7 +184,7 @@ mod tests {
     fn paging_in_id_order() {
         let mut r = Registry::new();
         for (i, id) in ["c", "a", "e", "b", "d"].iter().enumerate() {
-            r.bind(id, i as u64, DuplicateId::Replace);
+            r.bind(&(*id).into(), i as u64, DuplicateId::Replace);
         }
         let ids = |after, limit| r.page(after, limit).map(|(k, _)| k.to_string()).collect::<Vec<_>>();
         assert_eq!(ids(None, 2), ["a", "b"]);
