@@ -33,6 +33,75 @@ fn heartbeat_message(c: &mut Criterion) {
     g.finish();
 }
 
+fn unmask(c: &mut Criterion) {
+    let mut g = c.benchmark_group("unmask");
+    for len in [16usize, 1024, 64 * 1024] {
+        let mut buf = vec![0x5au8; len];
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("{len}B"), |b| {
+            b.iter(|| frame::apply_mask(black_box(&mut buf), [0x37, 0xfa, 0x21, 0x3d], 1))
+        });
+    }
+    g.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    use wsbeat::protocol::handshake::{self, Outcome, Policy};
+    let req = b"GET /?client_id=device-42 HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://app.example.com\r\nUser-Agent: Mozilla/5.0\r\n\r\n";
+    let mut out = Vec::with_capacity(256);
+    c.bench_function("handshake/parse+respond", |b| {
+        b.iter(|| {
+            out.clear();
+            match handshake::parse_request(black_box(req), &Policy::default()) {
+                Outcome::Accept(a) => handshake::write_accept(&mut out, &a.accept),
+                _ => unreachable!(),
+            }
+            out.len()
+        })
+    });
+}
+
+fn utf8(c: &mut Criterion) {
+    // A 64 KiB text message of mixed scripts, decoded whole (zero-copy path)
+    // and in 1,500-byte reads (incremental path: unmask, copy, validate as it
+    // arrives).
+    let text: String = "héllo wörld κόσμε 𝄞 ascii ascii ascii ".repeat(1700);
+    let mut end = 64 * 1024;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
+    let mut wire = Vec::new();
+    frame::encode_frame_masked(&mut wire, true, OpCode::Text, text.as_bytes(), [9, 8, 7, 6]);
+    let limits = Limits {
+        max_message_size: 1 << 20,
+    };
+    let mut g = c.benchmark_group("utf8");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    let mut buf = wire.clone();
+    g.bench_function("whole-frame", |b| {
+        let mut dec = Decoder::new();
+        b.iter(|| {
+            buf.copy_from_slice(&wire);
+            let (_, m) = dec.decode(&mut buf, &limits).unwrap();
+            matches!(m, Some(Message::Text(_)))
+        })
+    });
+    g.bench_function("1500B-reads", |b| {
+        let mut dec = Decoder::new();
+        b.iter(|| {
+            buf.copy_from_slice(&wire);
+            let mut got = false;
+            for chunk in buf.chunks_mut(1500) {
+                let (_, m) = dec.decode(chunk, &limits).unwrap();
+                got |= matches!(m, Some(Message::Text(_)));
+            }
+            got
+        })
+    });
+    g.finish();
+}
+
 fn frame_header(c: &mut Criterion) {
     let mut wire = Vec::new();
     frame::encode_frame_masked(&mut wire, true, OpCode::Binary, &[0; 300], [1, 2, 3, 4]);
@@ -41,5 +110,5 @@ fn frame_header(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, heartbeat_message, frame_header);
+criterion_group!(benches, heartbeat_message, frame_header, unmask, handshake, utf8);
 criterion_main!(benches);
