@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -148,39 +148,22 @@ fn a_connection_flood_past_the_limit_gets_503_and_the_rest_are_served() {
 #[test]
 fn out_of_descriptors_refuses_with_503_without_spinning() {
     // The binary under a 64-descriptor limit (it cannot raise it).
-    let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -n 64 && exec \"$0\" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-connections 1000",
-            env!("CARGO_BIN_EXE_wsbeat"),
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr: Option<SocketAddr> = None;
-    let mut admin: Option<SocketAddr> = None;
-    let mut warned = false;
-    while addr.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(DEADLINE).unwrap();
-        warned |= line.contains("open-file limit is 64 (hard limit 64), below the 1256");
-        if let Some(a) = line.split("listening on ws://").nth(1) {
-            addr = Some(a.trim().parse().unwrap());
-        }
-        if let Some(a) = line.split("admin API on http://").nth(1) {
-            admin = Some(a.trim().parse().unwrap());
-        }
-    }
-    assert!(warned, "no warning naming the descriptor cap");
-    let (addr, admin) = (addr.unwrap(), admin.unwrap());
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 64 && exec \"$0\" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-connections 1000",
+        env!("CARGO_BIN_EXE_wsbeat"),
+    ])
+    .env("RUST_LOG", "info");
+    let p = start_binary(cmd);
+    assert!(
+        p.startup_log
+            .iter()
+            .any(|l| l.contains("open-file limit is 64 (hard limit 64), below the 1256")),
+        "no warning naming the descriptor cap: {:?}",
+        p.startup_log
+    );
+    let (addr, admin) = (p.addr, p.admin);
     let mut open = Vec::new();
     let mut refused = 0;
     for _ in 0..100 {
@@ -200,7 +183,7 @@ fn out_of_descriptors_refuses_with_503_without_spinning() {
     // Not spinning: with connections waiting and none to spare, the process
     // uses (almost) no CPU.
     let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).unwrap();
         let f: Vec<u64> = stat
             .rsplit(')')
             .next()
@@ -237,8 +220,6 @@ fn out_of_descriptors_refuses_with_503_without_spinning() {
     };
     assert!(!text.contains("wsbeat_accept_errors_total 0\n"), "{text}");
     assert!(!text.contains("reason=\"out_of_descriptors\"} 0\n"), "{text}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]

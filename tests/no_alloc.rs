@@ -65,7 +65,9 @@ fn idle_heartbeating_connections_do_not_allocate() {
         IS_SERVER.with(|c| c.set(true));
         server.run()
     });
-    let mut clients: Vec<Raw> = (0..50).map(|i| Raw::open(addr, &format!("/?client_id=idle-{i}"))).collect();
+    let mut clients: Vec<Raw> = (0..50)
+        .map(|i| Raw::open(addr, &format!("/?client_id=idle-{i}")))
+        .collect();
     wait_until("all online", || stats.clients_online() == 50);
 
     let beat = |clients: &mut Vec<Raw>, for_how_long: Duration| {

@@ -5,58 +5,22 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use wsbeat::protocol::frame::OpCode;
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
 fn wsbeat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wsbeat"));
-    c.env("RUST_LOG", "info");
-    c
+    wsbeat_command()
 }
 
-/// Starts the binary on free ports and reads its addresses from the log.
+/// Starts the binary on free ports.
 fn start_proc(extra: &[&str]) -> Proc {
-    let mut child = wsbeat()
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr = None;
-    let mut admin = None;
-    while addr.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(DEADLINE).expect("server start-up log");
-        if let Some(a) = line.split("listening on ws://").nth(1) {
-            addr = Some(a.trim().parse().unwrap());
-        }
-        if let Some(a) = line.split("admin API on http://").nth(1) {
-            admin = Some(a.trim().parse().unwrap());
-        }
-    }
-    Proc {
-        child,
-        addr: addr.unwrap(),
-        admin: admin.unwrap(),
-    }
+    let mut cmd = wsbeat();
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(extra);
+    start_binary(cmd)
 }
 
 fn signal(p: &Proc, sig: &str) {

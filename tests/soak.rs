@@ -8,7 +8,6 @@ mod common;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,70 +21,29 @@ const GOOD: usize = 2000;
 const PUSHES: usize = 10;
 const ATTACK_TIME: Duration = Duration::from_secs(20);
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsbeat"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--heartbeat-interval",
-            "1s",
-            "--heartbeat-timeout",
-            "4s",
-            "--handshake-timeout",
-            "1s",
-            "--close-timeout",
-            "500ms",
-            "--max-backpressure",
-            "64KiB",
-            "--max-message-size",
-            "64KiB",
-            "--max-connections",
-            "6000",
-        ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut addr, mut admin) = (None, None);
-    while addr.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(DEADLINE).unwrap();
-        if let Some(a) = line.split("listening on ws://").nth(1) {
-            addr = Some(a.trim().parse().unwrap());
-        }
-        if let Some(a) = line.split("admin API on http://").nth(1) {
-            admin = Some(a.trim().parse().unwrap());
-        }
-    }
-    Server {
-        child,
-        addr: addr.unwrap(),
-        admin: admin.unwrap(),
-    }
+fn start_server() -> Proc {
+    let mut cmd = wsbeat_command();
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--heartbeat-interval",
+        "1s",
+        "--heartbeat-timeout",
+        "4s",
+        "--handshake-timeout",
+        "1s",
+        "--close-timeout",
+        "500ms",
+        "--max-backpressure",
+        "64KiB",
+        "--max-message-size",
+        "64KiB",
+        "--max-connections",
+        "6000",
+    ]);
+    start_binary(cmd)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -322,3 +322,63 @@ pub fn http(addr: SocketAddr, method: &str, target: &str, extra: &str, body: &[u
     // so keep tests to UTF-8 bodies in responses.
     read_response(&mut r)
 }
+
+/// The `wsbeat` binary running as a child process. Killed when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// Log lines seen before both addresses were known.
+    pub startup_log: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wsbeat` with `RUST_LOG=info` (its start-up lines carry the addresses).
+pub fn wsbeat_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wsbeat"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// Spawns `cmd` (a `wsbeat` listening on port 0 for both listeners) and
+/// reads its addresses from its log.
+pub fn start_binary(mut cmd: std::process::Command) -> Proc {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsbeat");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut addr, mut admin, mut startup_log) = (None, None, Vec::new());
+    while addr.is_none() || admin.is_none() {
+        let line = rx.recv_timeout(DEADLINE).expect("server start-up log");
+        if let Some(a) = line.split("listening on ws://").nth(1) {
+            addr = Some(a.trim().parse().unwrap());
+        }
+        if let Some(a) = line.split("admin API on http://").nth(1) {
+            admin = Some(a.trim().parse().unwrap());
+        }
+        startup_log.push(line);
+    }
+    Proc {
+        child,
+        addr: addr.unwrap(),
+        admin: admin.unwrap(),
+        startup_log,
+    }
+}
