@@ -1,0 +1,503 @@
+//! Load benchmark: wsbeat against a tokio-tungstenite echo server, side by
+//! side in one run, both as child processes measured the same way through
+//! `/proc`, driven over loopback by a cheap mio load generator.
+//!
+//! Run: `cargo bench --bench load` (about three minutes). Quick smoke run:
+//! `LOAD_SECS=2 LOAD_IDLE_N=1000 cargo bench --bench load`.
+//!
+//! Environment:
+//! - `LOAD_SECS` (10): idle hold and echo measurement time, in seconds.
+//! - `LOAD_WARMUP_SECS` (1): echo traffic before measuring starts.
+//! - `LOAD_IDLE_N` ("10000,max"): idle connection counts; `max` is the hard
+//!   open-file limit minus 200 (each side needs one descriptor per connection).
+//! - `LOAD_ECHO` ("100x16,1000x1"): echo scenarios, connections x in flight.
+//! - `LOAD_PIN` (1): 0 runs everything unpinned.
+//!
+//! Scenarios, each against wsbeat then the peer, each on a fresh server:
+//! - idle N: N connections upgrade and send one `heartbeat` (then one every
+//!   30 s), held LOAD_SECS. Connect rate over the ramp (first `connect` to
+//!   last 101), server CPU per connection over the ramp (+200 ms settle),
+//!   RSS growth per connection = (VmRSS after the hold − VmRSS before any
+//!   connection) / N.
+//! - echo C×K: C connections each keeping K 32-byte text messages in flight.
+//!   Messages/s, round-trip p50/p99, server CPU per echoed message.
+//!
+//! Pinning: with `taskset` and 2+ CPUs, both servers run on CPU 0
+//! (`taskset -c 0`) and the generator on CPU 1 (this process re-executes
+//! itself under `taskset -c 1`). Servers are also started under
+//! `setpriv --pdeathsig KILL` so that they die with the bench even on SIGKILL;
+//! on any other exit, panics included, a guard kills them.
+//!
+//! Output: one table on stdout, also written as markdown to
+//! `target/load-bench.md`; server logs go to `target/load-bench-logs/`.
+//! Under `cargo test --benches` (no `--bench` argument) it does nothing.
+
+#[path = "load/generator.rs"]
+mod generator;
+#[path = "load/peer.rs"]
+mod peer;
+#[path = "load/procs.rs"]
+mod procs;
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use generator::{Gen, Mode};
+use procs::{Kind, Launch, Server};
+
+/// Descriptors kept free under the hard limit in the `max` idle scenario.
+const FD_MARGIN: u64 = 200;
+/// Upper bound on LOAD_SECS and LOAD_WARMUP_SECS: every loop is bounded.
+const MAX_SECS: u64 = 600;
+const SERVER_CPU: &str = "0";
+const GENERATOR_CPU: &str = "1";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--peer-server") {
+        return match args.get(i + 1).and_then(|p| p.parse().ok()) {
+            Some(port) => peer::run(port),
+            None => {
+                eprintln!("--peer-server needs a port");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("load: skipped (run it with `cargo bench --bench load`)");
+        return ExitCode::SUCCESS;
+    }
+    if pinning_wanted() && env::var_os("LOAD_GENERATOR_PINNED").is_none() {
+        return reexec_pinned(&args);
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nload bench FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pinning_wanted() -> bool {
+    env::var("LOAD_PIN").map_or(true, |v| v != "0") && has_program("taskset") && cpu_count() >= 2
+}
+
+/// Runs this same bench under `taskset -c 1` and returns its exit status.
+fn reexec_pinned(args: &[String]) -> ExitCode {
+    let exe = match env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("load: current_exe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = Command::new("taskset")
+        .args(["-c", GENERATOR_CPU])
+        .arg(exe)
+        .args(&args[1..])
+        .env("LOAD_GENERATOR_PINNED", "1")
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("load: generator process {s}");
+            ExitCode::from(s.code().map_or(1, |c| c.clamp(1, 255) as u8))
+        }
+        Err(e) => {
+            eprintln!("load: taskset: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Config {
+    secs: u64,
+    warmup_secs: u64,
+    idle_ns: Vec<usize>,
+    echo: Vec<(usize, usize)>,
+}
+
+fn config(max_n: usize) -> Result<Config, String> {
+    let secs = env_u64("LOAD_SECS", 10)?;
+    let warmup_secs = env_u64("LOAD_WARMUP_SECS", 1)?;
+    let idle = env::var("LOAD_IDLE_N").unwrap_or_else(|_| "10000,max".into());
+    let mut idle_ns = Vec::new();
+    for part in idle.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n = if part == "max" {
+            max_n
+        } else {
+            part.parse().map_err(|_| format!("LOAD_IDLE_N: bad count {part:?}"))?
+        };
+        if n == 0 || n > max_n {
+            return Err(format!(
+                "LOAD_IDLE_N: {n} is not in 1..={max_n} (hard open-file limit − {FD_MARGIN})"
+            ));
+        }
+        idle_ns.push(n);
+    }
+    let echo_spec = env::var("LOAD_ECHO").unwrap_or_else(|_| "100x16,1000x1".into());
+    let mut echo = Vec::new();
+    for part in echo_spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = part
+            .split_once('x')
+            .and_then(|(c, k)| Some((c.parse::<usize>().ok()?, k.parse::<usize>().ok()?)));
+        match parsed {
+            Some((c, k)) if (1..=max_n).contains(&c) && (1..=1024).contains(&k) => echo.push((c, k)),
+            _ => {
+                return Err(format!(
+                    "LOAD_ECHO: bad scenario {part:?} (want CONNSxINFLIGHT, e.g. 100x16)"
+                ));
+            }
+        }
+    }
+    Ok(Config {
+        secs,
+        warmup_secs,
+        idle_ns,
+        echo,
+    })
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64, String> {
+    match env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_SECS => Ok(n),
+            _ => Err(format!(
+                "{name}: expected a whole number of seconds up to {MAX_SECS}, got {v:?}"
+            )),
+        },
+    }
+}
+
+/// One row of the table: a metric measured on both servers.
+struct Row {
+    scenario: String,
+    metric: &'static str,
+    decimals: usize,
+    wsbeat: f64,
+    peer: f64,
+}
+
+/// One server's results in one scenario, in row order.
+type Measured = Vec<(&'static str, usize, f64)>;
+
+fn run() -> Result<(), String> {
+    let started = Instant::now();
+    let (_, hard) = rlimit::Resource::NOFILE.get().map_err(|e| format!("getrlimit: {e}"))?;
+    rlimit::Resource::NOFILE
+        .set(hard, hard)
+        .map_err(|e| format!("raising RLIMIT_NOFILE to {hard}: {e}"))?;
+    let max_n = hard.saturating_sub(FD_MARGIN).min(1_000_000) as usize;
+    let cfg = config(max_n)?;
+
+    let wsbeat_bin = PathBuf::from(env!("CARGO_BIN_EXE_wsbeat"));
+    let target_dir = wsbeat_bin
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot find the target directory")?
+        .to_path_buf();
+    let log_dir = target_dir.join("load-bench-logs");
+    fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    let pinned = env::var_os("LOAD_GENERATOR_PINNED").is_some();
+    let launch = Launch {
+        wsbeat_bin,
+        self_exe: env::current_exe().map_err(|e| format!("current_exe: {e}"))?,
+        server_cpu: pinned.then(|| SERVER_CPU.to_string()),
+        setpriv: has_program("setpriv"),
+        log_dir: log_dir.clone(),
+    };
+    let clk_tck = clock_ticks_per_sec();
+    let self_cpus = cpus_allowed("self");
+    eprintln!(
+        "load: LOAD_SECS={} warm-up {} s, idle N {:?}, echo {:?}; generator on CPUs {self_cpus}",
+        cfg.secs, cfg.warmup_secs, cfg.idle_ns, cfg.echo
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut server_cpus = String::new();
+    let mut add = |scenario: String, w: Measured, p: Measured| {
+        for ((metric, decimals, wv), (_, _, pv)) in w.into_iter().zip(p) {
+            rows.push(Row {
+                scenario: scenario.clone(),
+                metric,
+                decimals,
+                wsbeat: wv,
+                peer: pv,
+            });
+        }
+    };
+    for &n in &cfg.idle_ns {
+        let name = format!("idle {n}");
+        let mut both = Vec::new();
+        for kind in [Kind::Wsbeat, Kind::Peer] {
+            let mut srv = Server::start(&launch, kind, &format!("idle-{n}"))?;
+            server_cpus = cpus_allowed(&srv.pid().to_string());
+            both.push(idle(&mut srv, n, cfg.secs, clk_tck)?);
+        }
+        let p = both.pop().unwrap_or_default();
+        let w = both.pop().unwrap_or_default();
+        add(name, w, p);
+    }
+    for &(c, k) in &cfg.echo {
+        let name = format!("echo {c}×{k}");
+        let mut both = Vec::new();
+        for kind in [Kind::Wsbeat, Kind::Peer] {
+            let mut srv = Server::start(&launch, kind, &format!("echo-{c}x{k}"))?;
+            both.push(echo(&mut srv, c, k, cfg.warmup_secs, cfg.secs, clk_tck)?);
+        }
+        let p = both.pop().unwrap_or_default();
+        let w = both.pop().unwrap_or_default();
+        add(name, w, p);
+    }
+
+    let elapsed = started.elapsed();
+    let report = render(&rows, &cfg, clk_tck, &server_cpus, &self_cpus, launch.setpriv, elapsed);
+    println!("\n{report}");
+    let md = target_dir.join("load-bench.md");
+    fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
+    eprintln!("load: table written to {}", md.display());
+    Ok(())
+}
+
+fn idle(srv: &mut Server, n: usize, secs: u64, clk_tck: f64) -> Result<Measured, String> {
+    let who = srv.kind.label();
+    let rss0 = srv.rss_kib()?;
+    let cpu0 = srv.cpu_ticks()?;
+    let gen0 = procs::proc_cpu_ticks("/proc/self/stat")?;
+    let mut g = Gen::new(srv.addr, Mode::Idle)?;
+    let ramp = g.ramp(n, srv)?;
+    let gen1 = procs::proc_cpu_ticks("/proc/self/stat")?;
+    // Let the server take in the last heartbeats before reading its CPU time.
+    g.run_for(Duration::from_millis(200), srv)?;
+    let cpu1 = srv.cpu_ticks()?;
+    g.run_for(Duration::from_secs(secs), srv)?;
+    srv.check_alive()?;
+    let rss1 = srv.rss_kib()?;
+    if g.open() != n {
+        return Err(format!("{who}: {} of {n} connections open after the hold", g.open()));
+    }
+    drop(g);
+    let rate = n as f64 / ramp.as_secs_f64();
+    let cpu_us = (cpu1 - cpu0) as f64 / clk_tck * 1e6 / n as f64;
+    let rss_per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64;
+    let gen_busy = (gen1 - gen0) as f64 / clk_tck / ramp.as_secs_f64() * 100.0;
+    eprintln!(
+        "  idle {n:>6} {who:<17} ramp {:.2} s ({rate:.0}/s), CPU {:.2} s, RSS {:.1} → {:.1} MiB ({rss_per_conn:.0} B/conn)",
+        ramp.as_secs_f64(),
+        (cpu1 - cpu0) as f64 / clk_tck,
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0
+    );
+    Ok(vec![
+        ("connect rate (conn/s)", 0, rate),
+        ("server CPU per connection (µs)", 1, cpu_us),
+        ("server RSS growth per connection (bytes)", 0, rss_per_conn),
+        ("server RSS with N held (MiB)", 1, rss1 as f64 / 1024.0),
+        ("generator CPU busy during the ramp (%)", 0, gen_busy),
+    ])
+}
+
+fn echo(
+    srv: &mut Server,
+    conns: usize,
+    in_flight: usize,
+    warmup: u64,
+    secs: u64,
+    clk_tck: f64,
+) -> Result<Measured, String> {
+    let who = srv.kind.label();
+    let mut g = Gen::new(srv.addr, Mode::Echo { in_flight })?;
+    g.ramp(conns, srv)?;
+    g.run_for(Duration::from_secs(warmup), srv)?;
+    let gen0 = procs::proc_cpu_ticks("/proc/self/stat")?;
+    let cpu0 = srv.cpu_ticks()?;
+    let t0 = Instant::now();
+    g.start_recording();
+    g.run_for(Duration::from_secs(secs), srv)?;
+    let mut stats = g.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = srv.cpu_ticks()?;
+    let gen1 = procs::proc_cpu_ticks("/proc/self/stat")?;
+    srv.check_alive()?;
+    drop(g);
+    if stats.echoes == 0 {
+        return Err(format!("{who}: no message came back in {secs} s"));
+    }
+    stats.rtt_ns.sort_unstable();
+    let pct = |p: usize| stats.rtt_ns[(stats.rtt_ns.len() * p / 100).min(stats.rtt_ns.len() - 1)] as f64 / 1000.0;
+    let cpu_s = (cpu1 - cpu0) as f64 / clk_tck;
+    let rate = stats.echoes as f64 / wall;
+    eprintln!(
+        "  echo {conns}×{in_flight} {who:<17} {rate:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.0}%, generator CPU {:.0}%",
+        pct(50),
+        pct(99),
+        cpu_s / wall * 100.0,
+        (gen1 - gen0) as f64 / clk_tck / wall * 100.0
+    );
+    Ok(vec![
+        ("messages/s", 0, rate),
+        ("round trip p50 (µs)", 0, pct(50)),
+        ("round trip p99 (µs)", 0, pct(99)),
+        ("server CPU per message (ns)", 0, cpu_s * 1e9 / stats.echoes as f64),
+        ("server CPU busy (%)", 0, cpu_s / wall * 100.0),
+        (
+            "generator CPU busy (%)",
+            0,
+            (gen1 - gen0) as f64 / clk_tck / wall * 100.0,
+        ),
+    ])
+}
+
+fn render(
+    rows: &[Row],
+    cfg: &Config,
+    clk_tck: f64,
+    server_cpus: &str,
+    gen_cpus: &str,
+    setpriv: bool,
+    elapsed: Duration,
+) -> String {
+    let mut s = String::new();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let vars: Vec<String> = ["LOAD_SECS", "LOAD_WARMUP_SECS", "LOAD_IDLE_N", "LOAD_ECHO", "LOAD_PIN"]
+        .iter()
+        .filter_map(|k| env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect();
+    let command = if vars.is_empty() {
+        "cargo bench --bench load".to_string()
+    } else {
+        format!("{} cargo bench --bench load", vars.join(" "))
+    };
+    s += &format!("## Load: wsbeat vs tokio-tungstenite — {date}\n\n");
+    s += &format!("Command: `{command}` ({:.0} s)\n\n", elapsed.as_secs_f64());
+    s += &format!(
+        "Machine: {}, {} CPUs, {} MiB RAM, {}\n\n",
+        cpu_model(),
+        cpu_count(),
+        mem_total_mib(),
+        kernel()
+    );
+    s += "| scenario | metric | wsbeat | tokio-tungstenite | ratio (wsbeat/peer) |\n";
+    s += "|---|---|---:|---:|---:|\n";
+    for r in rows {
+        let ratio = if r.peer != 0.0 {
+            format!("{:.2}", r.wsbeat / r.peer)
+        } else {
+            "–".into()
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.metric,
+            group(r.wsbeat, r.decimals),
+            group(r.peer, r.decimals),
+            ratio
+        );
+    }
+    s += &format!(
+        "\nSetup: servers on CPUs {server_cpus}, load generator (one mio thread, this bench) on CPUs {gen_cpus}{}; \
+         loopback only, client sockets bound round-robin to 127.0.0.1–127.0.0.{}. \
+         Each scenario starts a fresh server. wsbeat: release binary, `--echo --max-connections 100000 \
+         --heartbeat-interval 30s --heartbeat-timeout 60s`, RUST_LOG=warn. tokio-tungstenite 0.30 echo server on a \
+         current-thread runtime, `read_buffer_size` {} B (default write buffer, flushed per message), no compression. \
+         Idle: held {} s after the ramp; CPU per connection is over the ramp. Echo: 32-byte text messages, \
+         {} s warm-up then {} s measured. CPU time is utime+stime from /proc/PID/stat at {} ticks/s (±1 tick per reading); \
+         RSS is VmRSS from /proc/PID/status (kernel socket buffers are not in it). Ratio above 1: wsbeat's \
+         number is higher, which is better for conn/s and messages/s and worse for the other rows.\n",
+        if setpriv {
+            ", servers under `setpriv --pdeathsig KILL`"
+        } else {
+            ""
+        },
+        generator::SOURCE_ADDRS,
+        peer::READ_BUFFER_SIZE,
+        cfg.secs,
+        cfg.warmup_secs,
+        cfg.secs,
+        clk_tck
+    );
+    s
+}
+
+/// `1234567.8` → `1,234,568` (with `decimals` places).
+fn group(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    match frac {
+        Some(f) => format!("{sign}{out}.{f}"),
+        None => format!("{sign}{out}"),
+    }
+}
+
+fn has_program(name: &str) -> bool {
+    env::var_os("PATH").is_some_and(|p| env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .unwrap_or(100.0)
+}
+
+fn cpu_count() -> usize {
+    let s = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    s.lines().filter(|l| l.starts_with("processor")).count().max(1)
+}
+
+fn cpu_model() -> String {
+    let s = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn mem_total_mib() -> u64 {
+    let s = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|v| format!("Linux {}", v.trim()))
+        .unwrap_or_else(|_| "Linux".into())
+}
+
+fn cpus_allowed(pid: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,420 @@
+//! The load generator: one thread, one mio poll, non-blocking sockets, raw
+//! upgrade requests and pre-encoded masked frames. It parses only frame
+//! headers (server frames are unmasked) and never builds a message object,
+//! so that per message it does less work than the servers it measures.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use wsbeat::protocol::frame::{OpCode, encode_frame_masked, parse_header_any};
+
+use crate::procs::Server;
+
+/// Client sockets are bound round-robin to 127.0.0.1 ..= 127.0.0.SOURCE_ADDRS
+/// before connecting: each source address has its own ephemeral port range,
+/// which is what lets one machine open more than ~28k connections to one
+/// server port.
+pub const SOURCE_ADDRS: usize = 16;
+/// Connections between `connect` and the 101, at most: keeps the accept
+/// queues (1024 for tokio's listener) from overflowing into SYN retransmits.
+const MAX_PENDING: usize = 256;
+/// How long reaching the connection count may take before the bench fails.
+const RAMP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The idle clients' heartbeat period.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// How often the loop checks that the server process is still alive.
+const ALIVE_CHECK_EVERY: Duration = Duration::from_millis(100);
+const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
+/// The 32-byte text message of the echo scenarios (not a heartbeat).
+pub const ECHO_PAYLOAD: &[u8; 32] = b"wsbeat-load-echo-0123456789abcde";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// Upgrade, send one `heartbeat`, then one every 30 s.
+    Idle,
+    /// Keep `in_flight` echo messages outstanding on every connection.
+    Echo { in_flight: usize },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Handshake,
+    Open,
+}
+
+struct Conn {
+    sock: TcpStream,
+    st: St,
+    /// Bytes of an incomplete head or frame, carried to the next read.
+    rbuf: Vec<u8>,
+    /// Bytes not yet accepted by the socket.
+    wbuf: Vec<u8>,
+    /// Send times of the echo messages in flight, oldest first (a server
+    /// echoes in order on one connection).
+    sent_at: VecDeque<Instant>,
+}
+
+/// Echo results since the last `start_recording`.
+#[derive(Default)]
+pub struct Stats {
+    pub echoes: u64,
+    /// Round-trip times in nanoseconds, one per echo.
+    pub rtt_ns: Vec<u64>,
+}
+
+/// State shared by all connections.
+struct Shared {
+    mode: Mode,
+    port: u16,
+    echo_frame: Vec<u8>,
+    heartbeat: Vec<u8>,
+    sending: bool,
+    recording: bool,
+    stats: Stats,
+    opened: usize,
+}
+
+pub struct Gen {
+    poll: Poll,
+    events: Events,
+    server: SocketAddr,
+    conns: Vec<Conn>,
+    sh: Shared,
+    scratch: Vec<u8>,
+    last_alive_check: Instant,
+    next_heartbeat: Instant,
+}
+
+impl Gen {
+    pub fn new(server: SocketAddr, mode: Mode) -> Result<Gen, String> {
+        let mut echo_frame = Vec::new();
+        encode_frame_masked(&mut echo_frame, true, OpCode::Text, ECHO_PAYLOAD, MASK);
+        let mut heartbeat = Vec::new();
+        encode_frame_masked(&mut heartbeat, true, OpCode::Text, b"heartbeat", MASK);
+        Ok(Gen {
+            poll: Poll::new().map_err(|e| format!("epoll: {e}"))?,
+            events: Events::with_capacity(4096),
+            server,
+            conns: Vec::new(),
+            sh: Shared {
+                mode,
+                port: server.port(),
+                echo_frame,
+                heartbeat,
+                sending: true,
+                recording: false,
+                stats: Stats::default(),
+                opened: 0,
+            },
+            scratch: vec![0; 64 * 1024],
+            last_alive_check: Instant::now(),
+            next_heartbeat: Instant::now() + HEARTBEAT_EVERY,
+        })
+    }
+
+    /// Connections upgraded so far.
+    pub fn open(&self) -> usize {
+        self.sh.opened
+    }
+
+    /// Opens `n` connections and waits for all of them to be upgraded;
+    /// returns the time from the first `connect` to the last 101.
+    pub fn ramp(&mut self, n: usize, srv: &mut Server) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        self.next_heartbeat = t0 + HEARTBEAT_EVERY;
+        let deadline = t0 + RAMP_TIMEOUT;
+        while self.sh.opened < n {
+            while self.conns.len() < n && self.conns.len() - self.sh.opened < MAX_PENDING {
+                self.connect_one()?;
+            }
+            self.step(srv)?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: only {} of {n} connections upgraded after {RAMP_TIMEOUT:?} ({} started)",
+                    srv.kind.label(),
+                    self.sh.opened,
+                    self.conns.len()
+                ));
+            }
+        }
+        Ok(t0.elapsed())
+    }
+
+    /// Serves the connections for `d`.
+    pub fn run_for(&mut self, d: Duration, srv: &mut Server) -> Result<(), String> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.step(srv)?;
+        }
+        Ok(())
+    }
+
+    /// Resets the echo statistics and counts from now on.
+    pub fn start_recording(&mut self) {
+        self.sh.stats = Stats::default();
+        self.sh.recording = true;
+    }
+
+    /// Stops recording and returns what was recorded; no new messages are
+    /// sent after this.
+    pub fn finish(&mut self) -> Stats {
+        self.sh.recording = false;
+        self.sh.sending = false;
+        std::mem::take(&mut self.sh.stats)
+    }
+
+    fn connect_one(&mut self) -> Result<(), String> {
+        let i = self.conns.len();
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCE_ADDRS) as u8);
+        let err = |what: &str, e: io::Error| format!("connection {i} from {src}: {what}: {e}");
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|e| err("socket", e))?;
+        s.set_nonblocking(true).map_err(|e| err("O_NONBLOCK", e))?;
+        s.set_tcp_nodelay(true).map_err(|e| err("TCP_NODELAY", e))?;
+        // Abortive close at teardown: no TIME_WAIT left to eat the ports of
+        // the next scenario.
+        s.set_linger(Some(Duration::ZERO)).map_err(|e| err("SO_LINGER", e))?;
+        s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+            .map_err(|e| err("bind", e))?;
+        match s.connect(&SockAddr::from(self.server)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
+            Err(e) => return Err(err("connect", e)),
+        }
+        let mut sock = TcpStream::from_std(std::net::TcpStream::from(s));
+        self.poll
+            .registry()
+            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| err("epoll_ctl", e))?;
+        self.conns.push(Conn {
+            sock,
+            st: St::Connecting,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            sent_at: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    fn step(&mut self, srv: &mut Server) -> Result<(), String> {
+        match self.poll.poll(&mut self.events, Some(POLL_TIMEOUT)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        }
+        for ev in self.events.iter() {
+            let i = ev.token().0;
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            // Per event, not per poll: a batch of a thousand events takes
+            // long enough to matter to round-trip times.
+            let now = Instant::now();
+            if let Err(e) = handle(i, &mut self.conns[i], &mut self.sh, &mut self.scratch, readable, now) {
+                // A dead server explains a failed connection better.
+                srv.check_alive_within(Duration::from_millis(500))?;
+                return Err(format!("{}: connection {i}: {e}", srv.kind.label()));
+            }
+        }
+        let now = Instant::now();
+        if matches!(self.sh.mode, Mode::Idle) && now >= self.next_heartbeat {
+            self.next_heartbeat += HEARTBEAT_EVERY;
+            for (i, c) in self.conns.iter_mut().enumerate() {
+                if c.st == St::Open {
+                    c.wbuf.extend_from_slice(&self.sh.heartbeat);
+                    flush(c).map_err(|e| format!("{}: connection {i}: {e}", srv.kind.label()))?;
+                }
+            }
+        }
+        if now.duration_since(self.last_alive_check) >= ALIVE_CHECK_EVERY {
+            self.last_alive_check = now;
+            srv.check_alive()?;
+        }
+        Ok(())
+    }
+}
+
+const EINPROGRESS: i32 = 115;
+
+fn handle(
+    i: usize,
+    c: &mut Conn,
+    sh: &mut Shared,
+    scratch: &mut [u8],
+    readable: bool,
+    now: Instant,
+) -> Result<(), String> {
+    if c.st == St::Connecting {
+        if let Some(e) = c.sock.take_error().map_err(|e| e.to_string())? {
+            return Err(format!("connect failed: {e}"));
+        }
+        match c.sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(format!("connect failed: {e}")),
+        }
+        let _ = write!(
+            Utf8Sink(&mut c.wbuf),
+            "GET /?client_id=load-{i} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            sh.port
+        );
+        c.st = St::Handshake;
+    }
+    if readable {
+        loop {
+            match c.sock.read(scratch) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(k) => {
+                    on_data(c, sh, &scratch[..k], now)?;
+                    // A short read emptied the socket; epoll signals the next
+                    // arrival anew, so no extra read to see EAGAIN.
+                    if k < scratch.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+    flush(c)
+}
+
+fn flush(c: &mut Conn) -> Result<(), String> {
+    while !c.wbuf.is_empty() {
+        match c.sock.write(&c.wbuf) {
+            Ok(0) => return Err("write returned 0".into()),
+            Ok(n) => {
+                c.wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn on_data(c: &mut Conn, sh: &mut Shared, data: &[u8], now: Instant) -> Result<(), String> {
+    if c.st == St::Handshake {
+        c.rbuf.extend_from_slice(data);
+        let Some(end) = c.rbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if c.rbuf.len() > 8192 {
+                return Err("response head over 8 KiB".into());
+            }
+            return Ok(());
+        };
+        if !c.rbuf.starts_with(b"HTTP/1.1 101 ") {
+            let head = String::from_utf8_lossy(&c.rbuf[..end]);
+            return Err(format!("upgrade refused: {}", head.lines().next().unwrap_or("")));
+        }
+        c.st = St::Open;
+        sh.opened += 1;
+        match sh.mode {
+            Mode::Idle => c.wbuf.extend_from_slice(&sh.heartbeat),
+            Mode::Echo { in_flight } if sh.sending => {
+                for _ in 0..in_flight {
+                    c.wbuf.extend_from_slice(&sh.echo_frame);
+                    c.sent_at.push_back(now);
+                }
+            }
+            Mode::Echo { .. } => {}
+        }
+        let rest = c.rbuf.split_off(end + 4);
+        c.rbuf = Vec::new();
+        return if rest.is_empty() {
+            Ok(())
+        } else {
+            frames(c, sh, &rest, now)
+        };
+    }
+    frames(c, sh, data, now)
+}
+
+/// Consumes the complete frames of `rbuf + data`, keeping any tail.
+fn frames(c: &mut Conn, sh: &mut Shared, data: &[u8], now: Instant) -> Result<(), String> {
+    if c.rbuf.is_empty() {
+        let used = consume(data, c, sh, now)?;
+        c.rbuf.extend_from_slice(&data[used..]);
+    } else {
+        let mut buf = std::mem::take(&mut c.rbuf);
+        buf.extend_from_slice(data);
+        let used = consume(&buf, c, sh, now)?;
+        buf.drain(..used);
+        c.rbuf = buf;
+    }
+    Ok(())
+}
+
+fn consume(buf: &[u8], c: &mut Conn, sh: &mut Shared, now: Instant) -> Result<usize, String> {
+    let mut pos = 0;
+    while let Some((h, hlen)) = parse_header_any(&buf[pos..]).map_err(|e| format!("bad server frame: {}", e.reason))? {
+        if h.mask.is_some() || h.len > 1 << 20 {
+            return Err(format!("unexpected server frame {h:?}"));
+        }
+        let total = hlen + h.len as usize;
+        if buf.len() - pos < total {
+            break;
+        }
+        let payload = &buf[pos + hlen..pos + total];
+        match h.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if h.fin {
+                    on_message(c, sh, payload, now)?;
+                }
+            }
+            OpCode::Ping => encode_frame_masked(&mut c.wbuf, true, OpCode::Pong, payload, MASK),
+            OpCode::Pong => {}
+            OpCode::Close => {
+                let code = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                return Err(format!(
+                    "the server sent a close frame: {code:?} {}",
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]))
+                ));
+            }
+        }
+        pos += total;
+    }
+    Ok(pos)
+}
+
+fn on_message(c: &mut Conn, sh: &mut Shared, payload: &[u8], now: Instant) -> Result<(), String> {
+    match sh.mode {
+        // The peer echoes the heartbeat; wsbeat does not. Either is fine.
+        Mode::Idle => Ok(()),
+        Mode::Echo { .. } => {
+            let Some(sent) = c.sent_at.pop_front() else {
+                return Err("a message that was not sent came back".into());
+            };
+            if payload != ECHO_PAYLOAD {
+                return Err(format!("echo mismatch: {:?}", String::from_utf8_lossy(payload)));
+            }
+            if sh.recording {
+                sh.stats.echoes += 1;
+                sh.stats.rtt_ns.push(now.duration_since(sent).as_nanos() as u64);
+            }
+            if sh.sending {
+                c.wbuf.extend_from_slice(&sh.echo_frame);
+                c.sent_at.push_back(now);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `fmt::Write` into a byte buffer (the request is formatted in place).
+struct Utf8Sink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
