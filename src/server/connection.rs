@@ -48,8 +48,10 @@ pub(crate) struct Spill {
     pub handshake: Vec<u8>,
 }
 
-pub(crate) struct Conn {
-    pub stream: TcpStream,
+/// `S` is the transport: a `TcpStream` in the server, nothing at all in the
+/// simulation that sizes a million connections without sockets.
+pub(crate) struct Conn<S = TcpStream> {
+    pub stream: S,
     /// `generation << 32 | slab index`: distinguishes this connection from
     /// earlier ones in the same slab slot.
     pub token: u64,
@@ -90,8 +92,8 @@ impl fmt::Display for Peer<'_> {
     }
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream, token: u64, now: u64) -> Self {
+impl<S> Conn<S> {
+    pub fn new(stream: S, token: u64, now: u64) -> Self {
         Conn {
             stream,
             token,
@@ -106,14 +108,6 @@ impl Conn {
             next_beat: u64::MAX,
             connected_at: now,
         }
-    }
-
-    pub fn peer(&self) -> Peer<'_> {
-        Peer(&self.stream)
-    }
-
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
     }
 
     /// Heap bytes held in this connection's buffers (outbound bytes, a
@@ -149,6 +143,16 @@ impl Conn {
                 self.spill = None;
             }
         }
+    }
+}
+
+impl Conn<TcpStream> {
+    pub fn peer(&self) -> Peer<'_> {
+        Peer(&self.stream)
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
     }
 }
 
