@@ -1,5 +1,5 @@
 //! Command-line flags (each also read from a `WSBEAT_*` variable) to
-//! [`Config`](crate::Config).
+//! [`Config`].
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The admin HTTP API: routing of parsed requests to the server through a
-//! narrow [`Backend`], and the Server-Sent Events format. Sockets and
+//! narrow `Backend` trait, and the Server-Sent Events format. Sockets and
 //! buffers stay in the event loop; this module only turns a request into
 //! bytes of response.
 
