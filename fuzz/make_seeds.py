@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus, fuzz/corpus/<target>/seed-*, in each target's input layout
+(see the comment at the top of each fuzz_targets/*.rs). Run from anywhere: python3 fuzz/make_seeds.py
+It removes stale seed-* files first; other files in the corpus dirs (found by fuzzing) are kept."""
+
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # the masking key of RFC 6455 §5.7
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def mask(payload, key=KEY):
+    return bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def header(fin, op, n, key=KEY):
+    b0 = (0x80 if fin else 0) | op
+    mbit = 0x80 if key is not None else 0
+    if n < 126:
+        h = bytes([b0, mbit | n])
+    elif n <= 0xFFFF:
+        h = bytes([b0, mbit | 126]) + struct.pack(">H", n)
+    else:
+        h = bytes([b0, mbit | 127]) + struct.pack(">Q", n)
+    return h + (key if key is not None else b"")
+
+
+def frame(op, payload=b"", fin=True, key=KEY):
+    """A whole client frame, masked with `key` (unmasked when key is None)."""
+    return header(fin, op, len(payload), key) + (mask(payload, key) if key is not None else payload)
+
+
+def close(code, reason=b""):
+    return frame(CLOSE, struct.pack(">H", code) + reason)
+
+
+RFC_HELLO = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+assert RFC_HELLO == frame(TEXT, b"Hello")
+# §5.7 examples as the RFC prints them (server to client, unmasked): a server must refuse them.
+RFC_UNMASKED_HELLO = bytes([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+RFC_UNMASKED_FRAGMENTS = bytes([0x01, 0x03, 0x48, 0x65, 0x6C, 0x80, 0x02, 0x6C, 0x6F])
+RFC_UNMASKED_PING = bytes([0x89, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+RFC_MASKED_PONG = bytes([0x8A, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+RFC_FRAGMENTED = frame(TEXT, b"Hel", fin=False) + frame(CONT, b"lo")
+BIN_256 = frame(BINARY, bytes(range(256)))
+assert BIN_256[:4] == bytes([0x82, 0xFE, 0x01, 0x00])
+# A 64 KiB binary frame: header (82 FF 00 00 00 00 00 01 00 00 + key) and the first 64 payload
+# bytes only, so the seed stays small; the frame is still pending when the input ends.
+BIN_64K_HEAD = header(True, BINARY, 65536) + mask(bytes(64))
+assert BIN_64K_HEAD[:10] == bytes([0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0])
+CLOSE_1000 = close(1000, b"bye")
+
+RFC_REQUEST = (
+    b"GET /chat HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+
+
+def request(target=b"/", extra=b"", version=b"13"):
+    return (
+        b"GET " + target + b" HTTP/1.1\r\nHost: localhost:8181\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: " + version + b"\r\n" + extra + b"\r\n"
+    )
+
+
+# Parameter bytes. Policy selector (handshake, connection): bits 0-1 path, 2-3 origins, 4-5 limit.
+def policy(path=0, origins=0, limit=3):
+    return bytes([path | origins << 2 | limit << 4])
+
+
+def reads(*sizes):
+    """N-1, then the read sizes minus one (parse_frame and connection layouts)."""
+    assert 1 <= len(sizes) <= 16 and all(1 <= s <= 256 for s in sizes)
+    return bytes([len(sizes) - 1] + [s - 1 for s in sizes])
+
+
+UNLIMITED = bytes([255])
+
+
+def utf8_params(frag_sizes=(), read_sizes=(256,), pings=False, hello=False, key=KEY):
+    """The 22-byte parameter block of message_utf8."""
+    assert len(frag_sizes) <= 7 and 1 <= len(read_sizes) <= 8
+    p = bytes([len(frag_sizes)]) + bytes(frag_sizes).ljust(7, b"\0")
+    p += bytes([len(read_sizes) - 1]) + bytes(s - 1 for s in read_sizes).ljust(8, b"\0")
+    p += key + bytes([(1 if pings else 0) | (2 if hello else 0)])
+    assert len(p) == 22
+    return p
+
+
+SEEDS = {
+    "parse_frame": {
+        "rfc-masked-hello-byte-at-a-time": UNLIMITED + reads(1) + RFC_HELLO,
+        "rfc-masked-hello-one-read": UNLIMITED + reads(256) + RFC_HELLO,
+        "rfc-masked-fragmented": UNLIMITED + reads(3, 5) + RFC_FRAGMENTED,
+        "rfc-unmasked-hello": UNLIMITED + reads(256) + RFC_UNMASKED_HELLO,
+        "rfc-unmasked-fragments": UNLIMITED + reads(2) + RFC_UNMASKED_FRAGMENTS,
+        "rfc-unmasked-ping": UNLIMITED + reads(256) + RFC_UNMASKED_PING,
+        "rfc-masked-ping-pong": UNLIMITED + reads(4) + frame(PING, b"Hello") + RFC_MASKED_PONG,
+        "rfc-binary-256": UNLIMITED + reads(100, 7) + BIN_256,
+        "rfc-binary-64k-header": UNLIMITED + reads(13) + BIN_64K_HEAD,
+        "binary-64k-header-over-limit": bytes([254]) + reads(256) + BIN_64K_HEAD,
+        "close-1000": UNLIMITED + reads(256) + CLOSE_1000,
+        "close-empty-and-bad-code": UNLIMITED + reads(3) + frame(CLOSE) + close(1005),
+        "fragments-with-controls": UNLIMITED
+        + reads(1, 9, 2, 30)
+        + frame(BINARY, b"ab", fin=False)
+        + frame(PING, b"p1")
+        + frame(CONT, b"", fin=False)
+        + frame(PONG)
+        + frame(CONT, b"cd")
+        + frame(TEXT, "añb".encode())
+        + CLOSE_1000,
+        "fragments-over-limit": bytes([10]) + reads(3) + frame(BINARY, bytes(6), fin=False) + frame(CONT, bytes(5)),
+        "text-invalid-utf8": UNLIMITED + reads(5) + frame(TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"),
+        "text-split-character": UNLIMITED + reads(7) + frame(TEXT, "κό".encode()[:3], fin=False) + frame(CONT, "κό".encode()[3:]),
+        "header-errors": UNLIMITED + reads(2) + bytes([0xC1, 0x80, 0, 0, 0, 0]),
+        "continuation-without-message": UNLIMITED + reads(1) + frame(CONT, b"x"),
+        "non-minimal-length": UNLIMITED + reads(256) + bytes([0x82, 0xFE, 0, 125]) + KEY,
+    },
+    "handshake": {
+        "rfc-request": policy() + RFC_REQUEST,
+        "rfc-request-strict-policy": policy(path=3, origins=2) + RFC_REQUEST,
+        "rfc-request-wrong-path": policy(path=2) + RFC_REQUEST,
+        "rfc-request-origin-refused": policy(origins=1) + RFC_REQUEST,
+        "client-id": policy() + request(b"/ws?client_id=dev%3A42&x=1"),
+        "client-id-invalid": policy() + request(b"/?client_id=a%20b"),
+        "absolute-form": policy(path=2) + request(b"http://server.example.com/ws?client_id=a"),
+        "version-8": policy() + request(version=b"8"),
+        "with-body": policy() + request(extra=b"Content-Length: 5\r\n"),
+        "bare-lf": policy() + request().replace(b"\r\n", b"\n"),
+        "not-http": policy() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        "too-large": policy() + request(extra=b"X-Big: " + b"a" * 8200 + b"\r\n"),
+        "request-then-frame": policy() + request() + RFC_HELLO,
+    },
+    "message_utf8": {
+        "hello": utf8_params() + b"Hello",
+        "hello-fragmented-byte-reads": utf8_params(frag_sizes=(3,), read_sizes=(1,)) + b"Hello",
+        "kosme-fragments-pings": utf8_params(frag_sizes=(1, 2, 3, 5), read_sizes=(3, 1, 7), pings=True, hello=True)
+        + "κόσμε€𝄞".encode(),
+        "surrogate-mid-frame": utf8_params(read_sizes=(4,)) + b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
+        "truncated-at-end": utf8_params(frag_sizes=(2,), read_sizes=(2, 5)) + "κόσμε€𝄞".encode()[:-1],
+        "overlong": utf8_params(read_sizes=(1,)) + b"a\xc0\xafb",
+        "invalid-ff": utf8_params(frag_sizes=(0, 1), pings=True) + b"ok\xffno",
+        "empty": utf8_params(),
+    },
+    "connection": {
+        "rfc-request-then-frames": policy()
+        + reads(256)
+        + RFC_REQUEST
+        + RFC_HELLO
+        + frame(TEXT, b"heartbeat")
+        + frame(TEXT, b"heartbeat:device-42")
+        + frame(PING, b"Hello")
+        + RFC_FRAGMENTED
+        + CLOSE_1000,
+        "small-reads": policy(path=3, origins=2, limit=1)
+        + reads(1, 17, 3, 64)
+        + RFC_REQUEST
+        + frame(TEXT, b" heartbeat device-7 ")
+        + frame(BINARY, b"\x00\x01", fin=False)
+        + frame(PONG, b"x")
+        + frame(CONT, b"\x02")
+        + frame(TEXT, b"heartbeat:bad id")
+        + CLOSE_1000,
+        "request-in-two-reads": policy() + reads(40, 256) + request(b"/?client_id=a") + BIN_256 + close(1001, b"going"),
+        "rejected": policy(path=1) + reads(256) + RFC_REQUEST + RFC_HELLO,
+        "frame-error-after-upgrade": policy(limit=0) + reads(256) + request() + frame(TEXT, b"x" * 200),
+        "ping-as-close-payload": policy() + reads(5) + request() + frame(PING, struct.pack(">H", 1000) + b"r") + frame(PING, b"\x03"),
+    },
+    "admin_http": {
+        "get-clients-limit": bytes([255]) + b"GET /clients?limit=2 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer secret\r\n\r\n",
+        "post-broadcast": bytes([255])
+        + b"POST /broadcast HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        "pipelined-pair": bytes([255])
+        + b"GET /clients?limit=2&after=dev%3A1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        + b"POST /clients/dev%3A42/messages HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: 13\r\nConnection: close\r\n\r\n{\"text\":\"hi\"}",
+        "body-over-limit": bytes([1]) + b"POST /broadcast HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        "http10-keep-alive-delete": bytes([255])
+        + b"DELETE /clients/dev-1 HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: bearer  t0k\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+        "http2-preface": bytes([255]) + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "chunked": bytes([255]) + b"POST /broadcast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "conflicting-lengths": bytes([255]) + b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "partial-body": bytes([255]) + b"POST /broadcast HTTP/1.1\r\nContent-Length: 9\r\n\r\npart",
+        "query-escapes": bytes([255]) + b"GET /events?%69d=x%20y&bad=%zz&u=%C3%A9 HTTP/1.1\r\n\r\n",
+    },
+}
+
+
+def main():
+    for target, seeds in SEEDS.items():
+        d = os.path.join(HERE, "corpus", target)
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):
+            if f.startswith("seed-"):
+                os.remove(os.path.join(d, f))
+        for name, data in seeds.items():
+            with open(os.path.join(d, "seed-" + name), "wb") as f:
+                f.write(data)
+        print(f"{target}: {len(seeds)} seeds")
+
+
+if __name__ == "__main__":
+    main()
