@@ -79,8 +79,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "0.0.0.0:8181".parse().expect("valid default address"),
-            admin_listen: Some("127.0.0.1:8182".parse().expect("valid default address")),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8181)),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8182))),
             admin_token: None,
             admin_idle_timeout: Duration::from_secs(60),
             path: None,

@@ -10,14 +10,14 @@
 //!
 //! ```no_run
 //! let cfg = wsbeat::Config {
-//!     listen: "127.0.0.1:8181".parse().unwrap(),
+//!     listen: "127.0.0.1:8181".parse()?,
 //!     echo: true,
 //!     ..Default::default()
 //! };
 //! let server = wsbeat::Server::bind(cfg)?;
 //! println!("listening on {}", server.local_addr());
 //! server.run()?;
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! An embedding program implements [`Handler`] to see connections open,
@@ -55,7 +55,7 @@
 //! handle.broadcast(vec![1u8, 2, 3])?;
 //! handle.kick("device-13", "banned")?;
 //! handle.shutdown()?;
-//! loop_thread.join().unwrap()?;
+//! loop_thread.join().map_err(|_| "the loop thread panicked")??;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -78,7 +78,7 @@ const BUCKETS: usize = PENDING + 1;
 /// End-of-list marker; also the one index the arena never hands out.
 const NIL: u32 = u32::MAX;
 /// Multiplier that moves a generation into the high half of a key.
-const GEN_UNIT: NonZeroU64 = NonZeroU64::new(1 << 32).unwrap();
+const GEN_UNIT: NonZeroU64 = NonZeroU64::new(1 << 32).unwrap(); // cannot fail: a non-zero constant, checked at compile time
 
 /// Handle to a scheduled timer.
 ///

@@ -566,8 +566,7 @@ impl Server {
 
     fn on_writable(&mut self, idx: usize) -> After {
         let conn = &mut self.conns[idx];
-        if conn.backlog() > 0 {
-            let spill = conn.spill.as_mut().expect("a backlog lives in the spill");
+        if let Some(spill) = conn.spill.as_deref_mut().filter(|s| s.out_pos < s.out.len()) {
             match write_some(&mut conn.stream, &spill.out[spill.out_pos..]) {
                 Ok(n) => {
                     spill.out_pos += n;
