@@ -208,14 +208,20 @@ impl Decoder {
         let (opcode, payload): (OpCode, &'a [u8]) = match emit {
             Emit::Input(op, s, e) => (op, &input[s..e]),
             Emit::Msg(op) => {
-                // Invariant: only the slow path emits from `msg`, and it created `partial`.
-                let p = self.partial.as_deref_mut().expect("message state");
+                // Only the slow path emits from `msg`, and it created `partial`;
+                // should that ever not hold, fail the connection rather than panic.
+                let Some(p) = self.partial.as_deref_mut() else {
+                    return Err(ProtocolError::protocol("internal decoder state"));
+                };
                 p.msg_delivered = true;
                 (op, &p.msg[..])
             }
             Emit::Ctrl(op) => {
-                // Invariant: only the slow path emits from `ctrl`, and it created `partial`.
-                let p = self.partial.as_deref_mut().expect("control state");
+                // Only the slow path emits from `ctrl`, and it created `partial`;
+                // should that ever not hold, fail the connection rather than panic.
+                let Some(p) = self.partial.as_deref_mut() else {
+                    return Err(ProtocolError::protocol("internal decoder state"));
+                };
                 p.ctrl_delivered = true;
                 (op, &p.ctrl[..])
             }
