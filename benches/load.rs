@@ -12,6 +12,8 @@
 //!   open-file limit minus 200 (each side needs one descriptor per connection).
 //! - `LOAD_ECHO` ("100x16,1000x1"): echo scenarios, connections x in flight.
 //! - `LOAD_PIN` (1): 0 runs everything unpinned.
+//! - `LOAD_WSBEAT_BIN` (this build's `wsbeat`): another wsbeat binary to
+//!   measure, e.g. one built from the commit before a change.
 //!
 //! Scenarios, each against wsbeat then the peer, each on a fresh server:
 //! - idle N: N connections upgrade and send one `heartbeat` (then one every
@@ -195,12 +197,14 @@ fn run() -> Result<(), String> {
     let max_n = hard.saturating_sub(FD_MARGIN).min(1_000_000) as usize;
     let cfg = config(max_n)?;
 
-    let wsbeat_bin = PathBuf::from(env!("CARGO_BIN_EXE_wsbeat"));
-    let target_dir = wsbeat_bin
+    let built_bin = PathBuf::from(env!("CARGO_BIN_EXE_wsbeat"));
+    let target_dir = built_bin
         .parent()
         .and_then(Path::parent)
         .ok_or("cannot find the target directory")?
         .to_path_buf();
+    // Another build of wsbeat (e.g. the commit before a change) in its place.
+    let wsbeat_bin = env::var_os("LOAD_WSBEAT_BIN").map_or(built_bin, PathBuf::from);
     let log_dir = target_dir.join("load-bench-logs");
     fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     let pinned = env::var_os("LOAD_GENERATOR_PINNED").is_some();

@@ -1,5 +1,6 @@
 //! The sans-IO core on the hot paths: a client heartbeat frame from bytes to
-//! decision, and frame header parsing.
+//! decision, frame header parsing, unmasking, the handshake, UTF-8, and a
+//! whole session taking a heartbeat or an echoed message.
 
 use std::hint::black_box;
 
@@ -110,5 +111,55 @@ fn frame_header(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, heartbeat_message, frame_header, unmask, handshake, utf8);
+/// The connection's own code, as the loop runs it for every read: a session
+/// (`wsbeat::session`) upgraded with an id takes a heartbeat frame, and, with
+/// `--echo`, a 32-byte text message it answers.
+fn session(c: &mut Criterion) {
+    use wsbeat::session::{After, Context, Session};
+    let upgraded = |echo: bool| {
+        let cfg = wsbeat::Config {
+            echo,
+            admin_listen: None,
+            handle_signals: false,
+            ..Default::default()
+        };
+        let mut cx = Context::new(cfg, Box::new(wsbeat::NoopHandler), false, 16);
+        let mut s = Session::accept((), wsbeat::ConnId::from_raw(0), &mut cx);
+        let mut req = b"GET /?client_id=device-42 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
+        assert_eq!(s.on_bytes(&mut cx, &mut req), After::Keep);
+        cx.out.clear();
+        cx.events.clear();
+        (cx, s)
+    };
+    let mut g = c.benchmark_group("session");
+    g.throughput(Throughput::Elements(1));
+    for (name, echo, payload) in [
+        ("heartbeat", false, &b"heartbeat:device-42"[..]),
+        ("echo-32B", true, &[b'x'; 32][..]),
+    ] {
+        let (mut cx, mut s) = upgraded(echo);
+        let mut wire = Vec::new();
+        frame::encode_frame_masked(&mut wire, true, OpCode::Text, payload, [1, 2, 3, 4]);
+        let mut buf = wire.clone();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                buf.copy_from_slice(&wire);
+                let after = s.on_bytes(&mut cx, black_box(&mut buf));
+                cx.out.clear();
+                after
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    heartbeat_message,
+    frame_header,
+    unmask,
+    handshake,
+    utf8,
+    session
+);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 //! A million connections, simulated: the server's own connection table,
 //! registry and timer wheel, driven through the sans-IO core with no
-//! sockets (`wsbeat::server::sim`). Reports the user-space bytes per
+//! sockets (`wsbeat::session::sim`). Reports the user-space bytes per
 //! connection (resident memory of this process, before and after) and the
 //! cost of a heartbeat tick against the number of deadlines that expire.
 //!
@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use wsbeat::server::sim::Simulation;
+use wsbeat::session::sim::Simulation;
 
 const INTERVAL: u64 = 30_000;
 const TIMEOUT: u64 = 60_000;

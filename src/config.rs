@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::server::registry::DuplicateId;
+pub use crate::presence::DuplicateId;
 
 /// What the server sends every heartbeat interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -102,23 +102,55 @@ impl Default for Config {
     }
 }
 
+/// A setting that cannot be used, as `validate` finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The admin API would listen beyond loopback with no token.
+    PublicAdminWithoutToken(SocketAddr),
+    /// The admin API and the WebSocket listener share an address.
+    AdminOnListenAddress(SocketAddr),
+}
+
+impl ConfigError {
+    /// The flag at fault.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ConfigError::PublicAdminWithoutToken(_) | ConfigError::AdminOnListenAddress(_) => "--admin-listen",
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    /// Names the flag, the value and what is allowed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::PublicAdminWithoutToken(addr) => write!(
+                f,
+                "invalid value '{addr}' for '{}': not a loopback address, so --admin-token (WSBEAT_ADMIN_TOKEN) must be set",
+                self.flag()
+            ),
+            ConfigError::AdminOnListenAddress(addr) => write!(
+                f,
+                "invalid value '{addr}' for '{}': the same address as --listen",
+                self.flag()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl Config {
-    /// Checks what flags cannot check one by one. The message names the
-    /// flag, the value and what is allowed.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what flags cannot check one by one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(addr) = self.admin_listen
             && !addr.ip().is_loopback()
             && self.admin_token.as_deref().is_none_or(str::is_empty)
         {
-            return Err(format!(
-                "invalid value '{addr}' for '--admin-listen': not a loopback address, so --admin-token (WSBEAT_ADMIN_TOKEN) must be set"
-            ));
+            return Err(ConfigError::PublicAdminWithoutToken(addr));
         }
         if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
-            return Err(format!(
-                "invalid value '{}' for '--admin-listen': the same address as --listen",
-                self.listen
-            ));
+            return Err(ConfigError::AdminOnListenAddress(self.listen));
         }
         Ok(())
     }
@@ -186,7 +218,7 @@ mod tests {
             admin_listen: Some("0.0.0.0:8182".parse().unwrap()),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().contains("--admin-token"));
+        assert!(c.validate().unwrap_err().to_string().contains("--admin-token"));
         c.admin_token = Some(String::new());
         assert!(c.validate().is_err());
         c.admin_token = Some("t".into());

@@ -2,9 +2,10 @@
 //!
 //! Clients connect, heartbeat and name themselves; the server pings them,
 //! knows who is online, evicts the dead, and lets a backend push to any
-//! client by id. The protocol core ([`protocol`]) is sans-IO: it takes bytes
-//! and returns decisions. The [`Server`] owns the sockets, the timers and the
-//! loop, all on the thread that calls [`Server::run`].
+//! client by id. The protocol core ([`protocol`]) and each connection's state
+//! machine ([`session`]) are sans-IO: they take bytes and the time and return
+//! decisions. The [`Server`] owns the sockets and the loop, all on the thread
+//! that calls [`Server::run`].
 //!
 //! The `wsbeat` binary is this, with the default [`NoopHandler`]:
 //!
@@ -64,12 +65,16 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod timer;
 
 pub use config::Config;
+pub use handler::{AppMessage, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
+pub use presence::{OfflineReason, PresenceEvent};
 pub use server::handle::{Handle, ServerGone};
-pub use server::handler::{AppMessage, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
-pub use server::registry::{OfflineReason, PresenceEvent};
 pub use server::{Server, Stats, raise_fd_limit};

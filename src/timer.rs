@@ -1,10 +1,12 @@
 //! Hierarchical timing wheel for connection timeouts.
 //!
-//! The server keeps up to a million connections, each with a pending
-//! timer (ping interval, pong/idle timeout, close grace period) that is
-//! re-armed on nearly every frame. A binary heap would make every re-arm
-//! `O(log n)` and cancellation awkward, so this is a hashed hierarchical
-//! timing wheel (Varghese & Lauck 1987, in the shape tokio uses).
+//! The server keeps up to a million connections, each with one pending
+//! timer (handshake deadline, then the next server heartbeat or liveness
+//! deadline, then the close grace period), re-armed about once per
+//! heartbeat interval: frames never touch it, liveness is re-checked when it
+//! fires. A binary heap would make every re-arm `O(log n)` and cancellation
+//! awkward, so this is a hashed hierarchical timing wheel (Varghese & Lauck
+//! 1987, in the shape tokio uses).
 //!
 //! # Design
 //!
@@ -224,6 +226,18 @@ impl<T> TimerWheel<T> {
         let node = self.release(index)?;
         self.len -= 1;
         Some(node.value)
+    }
+
+    /// Points the timer in `slot` at `deadline_ms`: moves it if it is still
+    /// pending, else schedules a new one for `value` and stores its key. The
+    /// one-timer-per-owner pattern (a connection, an admin connection).
+    pub fn rearm(&mut self, slot: &mut Option<TimerKey>, deadline_ms: u64, value: T) {
+        if let Some(key) = *slot
+            && self.reset(key, deadline_ms)
+        {
+            return;
+        }
+        *slot = Some(self.schedule(deadline_ms, value));
     }
 
     /// Moves a live timer to a new deadline, keeping its key, which saves

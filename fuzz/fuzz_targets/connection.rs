@@ -1,148 +1,169 @@
-//! A whole client connection through the sans-IO core, as the event loop drives it: reads are
-//! appended to a buffer that goes to `handshake::parse_request` until it answers; after an
-//! `Accept` the bytes past `consumed`, and every later read, go to a `Decoder`; text messages go
-//! through `heartbeat::parse_heartbeat`, close payloads through `message::parse_close_payload`.
-//! The connection is run twice, in one read and in the reads the input chooses, and both runs
-//! must tell the same story.
+//! A whole client connection through the server's own `Session` — the code the event loop runs —
+//! with no socket: the input is split into reads, each read goes to `Session::on_bytes`, and what
+//! the session does is recorded: the handler callbacks (open, heartbeat, application message,
+//! close with reason), the presence events, every byte it wrote, and its verdict. Then the clock
+//! jumps ahead in 10-minute steps and the session's timer runs (handshake timeout, eviction, close
+//! timeout) until the session is gone. The connection is run twice, in one read and in the reads
+//! the input chooses, and both runs must tell the same story.
 //!
 //! Input layout:
 //!   byte 0      bits 0-1 path and bits 2-3 allowed origins, as in the handshake target; bits
-//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB
+//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 --duplicate-id reject;
+//!               bit 7 --liveness heartbeat
 //!   byte 1      N = 1 + (b % 16): how many read sizes follow
 //!   N bytes     read sizes, each b + 1 (1..=256), used cyclically
 //!   the rest    what the client sent: an upgrade request, then masked frames
 //!
-//! Checked: no panics; the same events for both read patterns (handshake outcome, messages,
-//! heartbeat classifications, the error that ended decoding) and the same final state; heartbeat
-//! classification equals an independent reading of the grammar; a close frame's (code, reason)
-//! re-validates to itself, and ping payloads taken as close payloads follow the close rules.
+//! Checked: no panics; the same callbacks, events, output bytes, verdict and final state for both
+//! read patterns; an application text message is never a heartbeat by an independent reading of
+//! the grammar; what the server wrote after its 101 is a sequence of well-formed, whole, unmasked
+//! frames, and every close frame it sent carries a valid code; every session ends within three
+//! timer steps, out of the registry and with no timer left.
 #![no_main]
 
 mod common;
 
-use common::{Beat, Event, model_close, model_heartbeat, own, reads};
+use std::sync::{Arc, Mutex};
+
+use common::{Beat, model_heartbeat};
 use libfuzzer_sys::fuzz_target;
-use wsbeat::protocol::handshake::{MAX_HEADER_BYTES, Outcome, Policy, parse_request};
-use wsbeat::protocol::heartbeat::{Heartbeat, parse_heartbeat};
-use wsbeat::protocol::message::{Decoder, Limits, Message, parse_close_payload};
+use wsbeat::config::{Config, DuplicateId, Liveness};
+use wsbeat::handler::{AppMessage, ConnInfo, Control, Handler};
+use wsbeat::presence::{ConnId, OfflineReason, PresenceEvent};
+use wsbeat::protocol::frame::{OpCode, parse_header_any};
+use wsbeat::protocol::message::parse_close_payload;
+use wsbeat::session::{After, Context, Phase, Session};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
-    Accepted {
-        consumed: usize,
-        accept: String,
-        client_id: Option<String>,
-    },
-    Rejected(u16, &'static str),
-    Msg(Event),
-    Beat(Beat),
+    Open(Option<String>),
+    Beat(Option<String>),
+    Text(String),
+    Binary(Vec<u8>),
+    Close(Option<String>, OfflineReason),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
-    /// Still in the handshake, with this many bytes buffered.
-    Handshaking(usize),
-    /// Refused; true when the buffer had reached MAX_HEADER_BYTES by then.
-    Rejected(bool),
-    /// Decoding stopped at an error or a close frame.
-    Stopped,
-    /// Open, with `Decoder::is_idle()`.
-    Open(bool),
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Step>>>);
+
+fn id(c: &ConnInfo<'_>) -> Option<String> {
+    c.id.map(str::to_owned)
 }
 
-fn beat(b: Heartbeat<'_>) -> Beat {
-    match b {
-        Heartbeat::NotHeartbeat => Beat::Not,
-        Heartbeat::Plain => Beat::Plain,
-        Heartbeat::WithId(id) => Beat::WithId(id.to_owned()),
-        Heartbeat::InvalidId => Beat::InvalidId,
+impl Handler for Recorder {
+    fn on_open(&mut self, c: &ConnInfo<'_>, _: &mut Control) {
+        self.0.lock().unwrap().push(Step::Open(id(c)));
+    }
+    fn on_heartbeat(&mut self, c: &ConnInfo<'_>, _: &mut Control) {
+        self.0.lock().unwrap().push(Step::Beat(id(c)));
+    }
+    fn on_message(&mut self, _: &ConnInfo<'_>, m: AppMessage<'_>, _: &mut Control) {
+        let step = match m {
+            AppMessage::Text(t) => {
+                assert_eq!(model_heartbeat(t), Beat::Not, "a heartbeat handed to the application: {t:?}");
+                Step::Text(t.to_owned())
+            }
+            AppMessage::Binary(b) => Step::Binary(b.to_vec()),
+        };
+        self.0.lock().unwrap().push(step);
+    }
+    fn on_close(&mut self, c: &ConnInfo<'_>, r: OfflineReason, _: &mut Control) {
+        self.0.lock().unwrap().push(Step::Close(id(c), r));
     }
 }
 
-fn check_close_payload(payload: &[u8]) {
-    let got = match parse_close_payload(payload) {
-        Ok(c) => Event::Close(c.map(|(c, r)| (c, r.to_owned()))),
-        Err(e) => Event::Error(e.code),
-    };
-    assert_eq!(got, model_close(payload), "close payload {payload:?}");
+#[derive(Debug, PartialEq, Eq)]
+struct Story {
+    steps: Vec<Step>,
+    events: Vec<PresenceEvent>,
+    out: Vec<u8>,
+    verdict: After,
+    phase: Phase,
+    client_id: Option<String>,
+    /// No buffer held by a kept session (capacities may differ with the reads, emptiness may not).
+    idle: bool,
+    /// What the timer steps did after the input.
+    ending: Vec<After>,
 }
 
-/// Decodes `buf` (one read, or what followed the request in the read that completed it).
-/// Returns false once decoding has stopped.
-fn decode(dec: &mut Decoder, buf: &mut [u8], limits: &Limits, steps: &mut Vec<Step>) -> bool {
-    let mut pos = 0;
-    loop {
-        match dec.decode(&mut buf[pos..], limits) {
-            Ok((_, None)) => return true,
-            Ok((used, Some(m))) => {
-                pos += used;
-                steps.push(Step::Msg(own(&m)));
-                match m {
-                    Message::Text(t) => {
-                        let b = beat(parse_heartbeat(t));
-                        assert_eq!(b, model_heartbeat(t), "heartbeat {t:?}");
-                        steps.push(Step::Beat(b));
-                    }
-                    Message::Ping(p) => check_close_payload(p),
-                    Message::Close(c) => {
-                        // What the decoder accepted re-validates to the same thing.
-                        let mut p = Vec::new();
-                        if let Some((code, reason)) = c {
-                            p.extend_from_slice(&code.to_be_bytes());
-                            p.extend_from_slice(reason.as_bytes());
-                        }
-                        assert_eq!(parse_close_payload(&p), Ok(c));
-                        // The server stops reading once the client's close is in.
-                        return false;
-                    }
-                    Message::Binary(_) | Message::Pong(_) => {}
-                }
-            }
-            Err(e) => {
-                steps.push(Step::Msg(Event::Error(e.code)));
-                return false;
-            }
-        }
-    }
-}
-
-fn run(data: &[u8], rs: &[std::ops::Range<usize>], policy: &Policy<'_>, limits: &Limits) -> (Vec<Step>, End) {
-    let mut steps = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut dec: Option<Decoder> = None;
-    for r in rs {
+fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config) -> Story {
+    let rec = Recorder::default();
+    let mut cx = Context::new(cfg.clone(), Box::new(rec.clone()), true, 1);
+    let mut s = Session::accept((), ConnId::from_raw(0), &mut cx);
+    let mut out = Vec::new();
+    let mut verdict = After::Keep;
+    // A read hands over at least one byte (zero is the end of the stream).
+    for r in rs.iter().filter(|r| !r.is_empty()) {
         let mut read = data[r.clone()].to_vec();
-        if let Some(d) = dec.as_mut() {
-            if !decode(d, &mut read, limits, &mut steps) {
-                return (steps, End::Stopped);
-            }
-            continue;
+        verdict = s.on_bytes(&mut cx, &mut read);
+        out.extend_from_slice(&cx.out);
+        cx.out.clear();
+        if verdict != After::Keep {
+            break;
         }
-        pending.extend_from_slice(&read);
-        match parse_request(&pending, policy) {
-            Outcome::Partial => {
-                assert!(pending.len() < MAX_HEADER_BYTES);
-            }
-            Outcome::Reject(rj) => {
-                steps.push(Step::Rejected(rj.status, rj.reason));
-                return (steps, End::Rejected(pending.len() >= MAX_HEADER_BYTES));
-            }
-            Outcome::Accept(a) => {
-                steps.push(Step::Accepted {
-                    consumed: a.consumed,
-                    accept: a.accept,
-                    client_id: a.client_id.map(String::from),
-                });
-                let d = dec.insert(Decoder::new());
-                if !decode(d, &mut pending[a.consumed..], limits, &mut steps) {
-                    return (steps, End::Stopped);
+    }
+    // A session the driver drops frees its buffers with it: only a kept one's count.
+    let idle = verdict != After::Keep || s.buffered_bytes() == 0;
+    let (phase, client_id) = (s.phase(), s.client_id().map(str::to_owned));
+    let mut ending = Vec::new();
+    if verdict == After::Keep {
+        let mut now = 0;
+        'steps: for _ in 0..3 {
+            now += 600_000;
+            cx.tick(now, now);
+            while let Some((_, conn)) = cx.timers.poll(now) {
+                assert_eq!(conn, s.id());
+                let after = s.on_timer(&mut cx);
+                out.extend_from_slice(&cx.out);
+                cx.out.clear();
+                ending.push(after);
+                if after != After::Keep {
+                    break 'steps;
                 }
             }
         }
+        assert!(matches!(ending.last(), Some(After::Close(..))), "never ended: {ending:?}");
+        assert!(cx.timers.is_empty() && cx.registry.is_empty());
     }
-    match dec {
-        Some(d) => (steps, End::Open(d.is_idle())),
-        None => (steps, End::Handshaking(pending.len())),
+    let steps = rec.0.lock().unwrap().clone();
+    Story {
+        steps,
+        events: std::mem::take(&mut cx.events),
+        out,
+        verdict,
+        phase,
+        client_id,
+        idle,
+        ending,
+    }
+}
+
+/// The status of the response at the start of `out`.
+fn status(out: &[u8]) -> Option<&[u8]> {
+    out.strip_prefix(b"HTTP/1.1 ").map(|r| &r[..3.min(r.len())])
+}
+
+/// Checks the frames the server wrote after a 101: well formed, whole, unmasked, close codes valid.
+fn check_server_frames(out: &[u8]) {
+    if status(out) != Some(b"101") {
+        return;
+    }
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        panic!("an incomplete 101: {out:?}");
+    };
+    let mut rest = &out[end + 4..];
+    while !rest.is_empty() {
+        let (h, n) = match parse_header_any(rest) {
+            Ok(Some(x)) => x,
+            other => panic!("the server wrote a bad frame header: {other:?} in {rest:?}"),
+        };
+        assert!(h.fin && h.mask.is_none(), "server frames are whole and unmasked: {h:?}");
+        let len = usize::try_from(h.len).unwrap();
+        let payload = &rest[n..n + len];
+        if h.opcode == OpCode::Close && !payload.is_empty() {
+            assert!(parse_close_payload(payload).is_ok(), "invalid close payload {payload:?}");
+        }
+        rest = &rest[n + len..];
     }
 }
 
@@ -164,25 +185,29 @@ fuzz_target!(|data: &[u8]| {
             "http://example.com".to_string(),
         ]),
     };
-    let policy = Policy {
-        path: [None, Some("/"), Some("/ws"), Some("/chat")][sel as usize & 3],
-        allowed_origins: allowed.as_deref(),
-    };
-    let limits = Limits {
+    let cfg = Config {
+        path: [None, Some("/"), Some("/ws"), Some("/chat")][sel as usize & 3].map(String::from),
+        allowed_origins: allowed,
         max_message_size: [125, 4096, 65536, 1 << 20][(sel as usize >> 4) & 3],
+        duplicate_id: if sel & 0x40 != 0 { DuplicateId::Reject } else { DuplicateId::Replace },
+        liveness: if sel & 0x80 != 0 { Liveness::Heartbeat } else { Liveness::Any },
+        admin_listen: None,
+        handle_signals: false,
+        ..Config::default()
     };
 
-    let one = run(conn, &reads(conn.len(), &[]), &policy, &limits);
-    let many = run(conn, &reads(conn.len(), sizes), &policy, &limits);
-    match (&one.1, &many.1) {
-        // A head that outgrows MAX_HEADER_BYTES is refused with 431 as soon as the buffer is
-        // full; a bigger single read may instead reach a malformed byte past that point first.
-        // Either way the request is refused (and that is the only step): only the status and
-        // reason may differ.
-        (End::Rejected(x), End::Rejected(y)) if *x || *y => {
-            assert_eq!((one.0.len(), many.0.len()), (1, 1));
-        }
-        (End::Rejected(_), End::Rejected(_)) => assert_eq!(one.0, many.0, "one read vs reads of {sizes:?}"),
-        _ => assert_eq!(one, many, "one read vs reads of {sizes:?}"),
+    let one = run(conn, &common::reads(conn.len(), &[]), &cfg);
+    let many = run(conn, &common::reads(conn.len(), sizes), &cfg);
+    check_server_frames(&one.out);
+    let refused = |s: &Story| status(&s.out).is_some_and(|st| st != b"101");
+    if refused(&one) && refused(&many) && (status(&one.out) == Some(b"431") || status(&many.out) == Some(b"431")) {
+        // A head that outgrows MAX_HEADER_BYTES is refused with 431 as soon as the buffer is full;
+        // a bigger single read may instead reach a malformed byte past that point first. Either
+        // way the request is refused and nothing else happens: only the response may differ.
+        assert!(one.steps.is_empty() && many.steps.is_empty());
+        let failing = Phase::Failing { write_shut: false };
+        assert_eq!((one.phase, many.phase), (failing, failing));
+    } else {
+        assert_eq!(one, many, "one read vs reads of {sizes:?}");
     }
 });

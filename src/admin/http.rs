@@ -8,11 +8,10 @@
 
 use std::hint::black_box;
 
-/// Request line plus headers larger than this get `431` (or `414` when the request line alone
-/// does not fit).
-pub const MAX_HEADER_BYTES: usize = 8192;
-/// More header lines than this get `431` too.
-pub const MAX_HEADERS: usize = 64;
+/// Request line plus headers larger than [`MAX_HEADER_BYTES`] get `431` (or `414` when the
+/// request line alone does not fit); more than [`MAX_HEADERS`] header lines get `431` too.
+pub use crate::protocol::http::{MAX_HEADER_BYTES, MAX_HEADERS, percent_decode, query_param};
+use crate::protocol::http::{list, reason_phrase, trim};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -137,7 +136,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
                 return error(400, "more than one Authorization header");
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',').map(trim) {
+            for token in list(value) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep |= token.eq_ignore_ascii_case(b"keep-alive");
             }
@@ -234,42 +233,6 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     })
 }
 
-/// Strips spaces and tabs (optional whitespace in HTTP) from both ends.
-fn trim(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
-}
-
-/// The reason phrase for every status the server sends; "Status" for others.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Status",
-    }
-}
-
 /// Appends a header name or value, turning control characters into spaces so that a value that
 /// came from a client can never end the line and inject headers.
 fn push_field(out: &mut Vec<u8>, s: &str) {
@@ -302,7 +265,7 @@ pub fn write_response(
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     if !content_type.is_empty() {
         push_header(out, "Content-Type", content_type);
@@ -328,28 +291,6 @@ pub fn write_json_error(out: &mut Vec<u8>, status: u16, message: &str, extra: &[
     let body = serde_json::json!({ "error": message }).to_string();
     write_response(out, status, "application/json", extra, body.as_bytes(), keep_alive);
 }
-
-/// The value of query parameter `name` (first occurrence), percent-decoded (`%XX` only; `+` stays
-/// `+`). Outer None: absent. Inner Err(()): malformed escape or not UTF-8. Keys are compared after
-/// percent-decoding; a key that does not decode matches nothing.
-#[allow(clippy::result_unit_err)] // the caller only needs "bad parameter", there is nothing to say
-pub fn query_param(query: &str, name: &str) -> Option<Result<String, ()>> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let matches = if key.contains('%') {
-            percent_decode(key.as_bytes()).is_some_and(|k| k == name.as_bytes())
-        } else {
-            key == name
-        };
-        matches.then(|| {
-            percent_decode(value.as_bytes())
-                .and_then(|v| String::from_utf8(v).ok())
-                .ok_or(())
-        })
-    })
-}
-
-pub use crate::protocol::percent_decode;
 
 /// Constant-time equality (the time depends only on the lengths), so that comparing a presented
 /// token with the configured one leaks nothing about how many leading bytes matched.

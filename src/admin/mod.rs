@@ -4,15 +4,14 @@
 //! bytes of response.
 
 pub mod http;
-pub mod metrics;
 
 use std::net::SocketAddr;
 
 use serde_json::json;
 
+use crate::handler::Outgoing;
+use crate::presence::PresenceEvent;
 use crate::protocol::heartbeat::is_valid_client_id;
-use crate::server::handler::Outgoing;
-use crate::server::registry::PresenceEvent;
 use http::{Method, Request};
 
 /// Default and largest page of `GET /clients`.
@@ -311,7 +310,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, ev: &PresenceEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::registry::OfflineReason;
+    use crate::presence::OfflineReason;
 
     #[derive(Default)]
     struct Fake {

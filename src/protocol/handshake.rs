@@ -5,12 +5,8 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 use super::heartbeat::is_valid_client_id;
-use super::percent_decode;
-
-/// Request line plus headers larger than this get `431`.
-pub const MAX_HEADER_BYTES: usize = 8192;
-/// More header lines than this get `431` too.
-pub const MAX_HEADERS: usize = 64;
+pub use super::http::{MAX_HEADER_BYTES, MAX_HEADERS};
+use super::http::{has_token, percent_decode, query_pairs, reason_phrase, trim};
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -179,15 +175,7 @@ pub fn write_accept(out: &mut Vec<u8>, accept: &str) {
 /// Writes a refusal: status, a one-line plain-text reason, and
 /// `Connection: close` (the server closes after sending it).
 pub fn write_rejection(out: &mut Vec<u8>, r: &Rejection) {
-    let text = match r.status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
+    let text = reason_phrase(r.status);
     let extra = if r.status == 426 {
         "Sec-WebSocket-Version: 13\r\n"
     } else {
@@ -203,20 +191,6 @@ pub fn write_rejection(out: &mut Vec<u8>, r: &Rejection) {
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(r.reason.as_bytes());
     out.push(b'\n');
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &v[start..end]
-}
-
-/// Whether a comma-separated header value holds `token` (case-insensitive).
-fn has_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
 }
 
 fn decodes_to_16_bytes(k: &[u8]) -> bool {
@@ -253,8 +227,7 @@ fn split_target(target: &str) -> Option<(&str, &str)> {
 
 fn client_id_param(query: &str) -> Result<Option<Box<str>>, Rejection> {
     let mut found: Option<Box<str>> = None;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in query_pairs(query) {
         if k != "client_id" {
             continue;
         }

@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod handshake;
 pub mod heartbeat;
+pub mod http;
 pub mod message;
 
 /// A protocol violation: the connection is failed with `code` (RFC 6455
@@ -40,28 +41,3 @@ impl std::fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
-
-/// Decodes `%XX` escapes (and nothing else: `+` stays `+`); `None` on a
-/// malformed escape. Bytes, not checked as UTF-8.
-pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            let hi = hex(*bytes.next()?)?;
-            let lo = hex(*bytes.next()?)?;
-            out.push(hi << 4 | lo);
-        } else {
-            out.push(b);
-        }
-    }
-    Some(out)
-}

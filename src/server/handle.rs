@@ -8,7 +8,7 @@ use std::sync::mpsc::SyncSender;
 
 use mio::Waker;
 
-use super::handler::{Command, ConnId, Outgoing};
+use crate::handler::{Command, ConnId, Outgoing};
 
 /// How many commands may wait for the loop before senders block. Bounds the
 /// memory a busy producer can pin while the loop catches up.

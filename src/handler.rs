@@ -1,29 +1,69 @@
 //! What the embedding program sees: the [`Handler`] it implements, and the
 //! commands it (or the admin API, or a [`Handle`](crate::Handle)) can give.
 
+use std::fmt;
 use std::net::SocketAddr;
 
-use super::registry::OfflineReason;
+use crate::presence::OfflineReason;
+use crate::protocol::frame::{self, OpCode};
 
-/// Identifies one connection for as long as it lives; never reused for a
-/// later connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId(pub(crate) u64);
+pub use crate::presence::ConnId;
+
+/// Where a connection's peer address comes from: its socket, looked up only
+/// when shown (a log line, the admin API), since keeping the address would
+/// cost every connection 32 bytes. A connection without a socket (the
+/// simulation, the fuzz target) has none.
+pub trait PeerAddr {
+    fn peer_addr(&self) -> Option<SocketAddr>;
+}
+
+impl PeerAddr for () {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+impl PeerAddr for mio::net::TcpStream {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        mio::net::TcpStream::peer_addr(self).ok()
+    }
+}
+
+/// Shows a peer address in log lines, looked up when written.
+pub(crate) struct Peer<'a>(pub &'a dyn PeerAddr);
+
+impl fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.peer_addr() {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("(peer gone)"),
+        }
+    }
+}
 
 /// A connection, as handed to [`Handler`] callbacks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct ConnInfo<'a> {
     pub conn: ConnId,
     /// The client id, once the connection has one.
     pub id: Option<&'a str>,
-    pub(crate) stream: &'a mio::net::TcpStream,
+    pub(crate) peer: &'a dyn PeerAddr,
+}
+
+impl fmt::Debug for ConnInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("conn", &self.conn)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnInfo<'_> {
     /// The peer's address (looked up when asked: connections do not store
     /// it). `None` once the peer is gone.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.peer.peer_addr()
     }
 }
 
@@ -40,6 +80,31 @@ pub enum AppMessage<'a> {
 pub enum Outgoing {
     Text(String),
     Binary(Vec<u8>),
+}
+
+impl AppMessage<'_> {
+    /// Appends it as one unmasked server frame.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            AppMessage::Text(t) => frame::encode_frame(out, OpCode::Text, t.as_bytes()),
+            AppMessage::Binary(b) => frame::encode_frame(out, OpCode::Binary, b),
+        }
+    }
+}
+
+impl Outgoing {
+    /// Borrowed as the message it is.
+    pub fn as_message(&self) -> AppMessage<'_> {
+        match self {
+            Outgoing::Text(t) => AppMessage::Text(t),
+            Outgoing::Binary(b) => AppMessage::Binary(b),
+        }
+    }
+
+    /// Appends it as one unmasked server frame.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.as_message().encode(out);
+    }
 }
 
 impl From<&str> for Outgoing {
@@ -69,7 +134,7 @@ pub(crate) enum Command {
     Kick(Box<str>, String),
     Shutdown,
     /// A newer connection took this one's id.
-    Replaced(u64),
+    Replaced(ConnId),
 }
 
 /// Lets a [`Handler`] act on the server from inside a callback. Commands run

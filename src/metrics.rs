@@ -1,26 +1,46 @@
-//! Counters the loop keeps, rendered in the Prometheus text format 0.0.4.
+//! Counters a loop keeps, rendered in the Prometheus text format 0.0.4.
 //! Plain integers: only the loop's thread touches them.
 
 use std::fmt::Write;
 
-use crate::server::registry::OfflineReason;
+use crate::presence::OfflineReason;
 
 /// Handshake answers other than 101 that are counted by status.
 pub const HANDSHAKE_STATUSES: [u16; 6] = [400, 403, 404, 426, 431, 503];
 /// Close codes the server sends for protocol and policy violations.
 pub const PROTOCOL_ERROR_CODES: [u16; 4] = [1002, 1007, 1008, 1009];
-/// Why a connection was refused before it could be upgraded.
-pub const REJECT_REASONS: [&str; 4] = [
-    "max_connections",
-    "out_of_descriptors",
-    "handshake_failed",
-    "handshake_timeout",
-];
+/// Why a connection was refused before it could be upgraded (the `reason`
+/// label of `wsbeat_connections_rejected_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    MaxConnections,
+    OutOfDescriptors,
+    HandshakeFailed,
+    HandshakeTimeout,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::MaxConnections,
+        RejectReason::OutOfDescriptors,
+        RejectReason::HandshakeFailed,
+        RejectReason::HandshakeTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MaxConnections => "max_connections",
+            RejectReason::OutOfDescriptors => "out_of_descriptors",
+            RejectReason::HandshakeFailed => "handshake_failed",
+            RejectReason::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
     pub connections_accepted: u64,
-    pub rejected: [u64; REJECT_REASONS.len()],
+    pub rejected: [u64; RejectReason::ALL.len()],
     pub handshake_failures: [u64; HANDSHAKE_STATUSES.len()],
     pub heartbeats_received: u64,
     pub heartbeats_sent: u64,
@@ -32,14 +52,12 @@ pub struct Metrics {
     pub bytes_sent: u64,
     pub protocol_errors: [u64; PROTOCOL_ERROR_CODES.len()],
     pub accept_errors: u64,
-    pub admin_requests: u64,
 }
 
 impl Metrics {
-    pub fn reject(&mut self, reason: &str) {
-        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
-            self.rejected[i] += 1;
-        }
+    pub fn reject(&mut self, reason: RejectReason) {
+        // The discriminant is the index: `ALL` lists them in order.
+        self.rejected[reason as usize] += 1;
     }
 
     pub fn handshake_failure(&mut self, status: u16) {
@@ -61,13 +79,15 @@ impl Metrics {
     }
 }
 
-/// Gauges read from the loop's state at scrape time, so they are exact.
+/// Numbers read from the loop's state at scrape time, so they are exact
+/// (gauges, and the admin side's own request counter).
 #[derive(Debug, Clone, Copy)]
 pub struct Gauges {
     pub connections_open: usize,
     pub clients_online: usize,
     pub sse_subscribers: usize,
     pub admin_connections: usize,
+    pub admin_requests: u64,
     /// Connections holding a buffer of any kind right now.
     pub connections_buffering: usize,
     pub buffered_bytes: usize,
@@ -116,8 +136,8 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
         "counter",
         "Connections refused before an upgrade, by reason.",
     );
-    for (r, v) in REJECT_REASONS.iter().zip(m.rejected) {
-        let _ = writeln!(o, "wsbeat_connections_rejected_total{{reason=\"{r}\"}} {v}");
+    for (r, v) in RejectReason::ALL.iter().zip(m.rejected) {
+        let _ = writeln!(o, "wsbeat_connections_rejected_total{{reason=\"{}\"}} {v}", r.as_str());
     }
     family(
         o,
@@ -207,7 +227,7 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
         "wsbeat_admin_requests_total",
         "counter",
         "Admin API requests served.",
-        m.admin_requests,
+        g.admin_requests,
     );
     single(
         o,
@@ -250,6 +270,7 @@ mod tests {
         m.eviction(OfflineReason::HeartbeatTimeout);
         m.protocol_error(1007);
         m.handshake_failure(426);
+        m.reject(RejectReason::HandshakeTimeout);
         let text = render(
             &m,
             Gauges {
@@ -257,6 +278,7 @@ mod tests {
                 clients_online: 2,
                 sse_subscribers: 0,
                 admin_connections: 1,
+                admin_requests: 4,
                 connections_buffering: 0,
                 buffered_bytes: 0,
             },
@@ -281,5 +303,9 @@ mod tests {
         assert!(text.contains("wsbeat_evictions_total{reason=\"shutdown\"} 0\n"));
         assert!(text.contains("wsbeat_protocol_errors_total{code=\"1007\"} 1\n"));
         assert!(text.contains("wsbeat_handshake_failures_total{status=\"426\"} 1\n"));
+        assert!(text.contains("wsbeat_connections_rejected_total{reason=\"handshake_timeout\"} 1\n"));
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "RejectReason::ALL is in declaration order");
+        }
     }
 }

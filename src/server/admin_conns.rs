@@ -1,0 +1,360 @@
+//! Admin API connections on the event loop: accept, read, parse (pipelined,
+//! keep-alive), answer through `crate::admin` and its [`Backend`], write,
+//! and keep `/events` streams fed. They have their own small timer wheel
+//! (idle timeouts, keep-alive comments): there are few of them.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::connections::write_some;
+use super::token::admin_token;
+use crate::admin::http::{self, Limits, Parse};
+use crate::admin::{self as api, Backend, Routed};
+use crate::config::Config;
+use crate::presence::{ConnId, PresenceEvent};
+use crate::session::ms;
+use crate::timer::{TimerKey, TimerWheel};
+
+struct AdminConn {
+    stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    /// Bytes of requests not yet complete.
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    want_write: bool,
+    timer: Option<TimerKey>,
+    /// Subscribed to `/events`: input is ignored, output never ends.
+    events: bool,
+    /// Close once the output is written.
+    close_after_flush: bool,
+}
+
+/// Every admin connection of the loop.
+pub(super) struct AdminConns {
+    table: Slab<AdminConn>,
+    timers: TimerWheel<ConnId>,
+    registry: Registry,
+    next_generation: u32,
+    token: Option<String>,
+    idle_ms: u64,
+    max_body: usize,
+    max_backpressure: usize,
+    /// The most a client may have buffered: a full header block, a full
+    /// body, and one read.
+    input_cap: usize,
+    /// Requests served, for `wsbeat_admin_requests_total`.
+    pub requests: u64,
+}
+
+impl AdminConns {
+    pub fn new(cfg: &Config, registry: Registry, read_buffer: usize) -> Self {
+        AdminConns {
+            table: Slab::new(),
+            timers: TimerWheel::new(0),
+            registry,
+            next_generation: 0,
+            token: cfg.admin_token.clone(),
+            idle_ms: ms(cfg.admin_idle_timeout),
+            max_body: cfg.max_message_size,
+            max_backpressure: cfg.max_backpressure,
+            input_cap: http::MAX_HEADER_BYTES + cfg.max_message_size + read_buffer,
+            requests: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Open `/events` streams.
+    pub fn subscribers(&self) -> usize {
+        self.table.iter().filter(|(_, a)| a.events).count()
+    }
+
+    /// Pending idle and keep-alive timers.
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.timers.next_expiry()
+    }
+
+    fn keepalive_ms(&self) -> u64 {
+        (self.idle_ms / 3).max(1)
+    }
+
+    fn rearm(&mut self, idx: usize, at: u64) {
+        let a = &mut self.table[idx];
+        self.timers.rearm(&mut a.timer, at, a.id);
+    }
+
+    pub fn accept(&mut self, listener: &TcpListener, now: u64) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let generation = self.next_generation;
+                    self.next_generation = generation.wrapping_add(1) & ConnId::GENERATION_MASK;
+                    let entry = self.table.vacant_entry();
+                    let id = ConnId::new(entry.key(), generation);
+                    if self
+                        .registry
+                        .register(&mut stream, admin_token(id), Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let timer = Some(self.timers.schedule(now + self.idle_ms, id));
+                    entry.insert(AdminConn {
+                        stream,
+                        id,
+                        peer,
+                        inbuf: Vec::new(),
+                        out: Vec::new(),
+                        out_pos: 0,
+                        want_write: false,
+                        timer,
+                        events: false,
+                        close_after_flush: false,
+                    });
+                    debug!("admin {peer}: accepted");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    warn!("admin accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The slot named by a mio token, if its connection is still the one
+    /// the token was made for.
+    pub fn live_token(&self, slot: usize, token: mio::Token) -> Option<usize> {
+        self.table
+            .get(slot)
+            .filter(|a| admin_token(a.id) == token)
+            .map(|_| slot)
+    }
+
+    pub fn on_event(
+        &mut self,
+        idx: usize,
+        readable: bool,
+        writable: bool,
+        now: u64,
+        rbuf: &mut [u8],
+        backend: &mut dyn Backend,
+    ) {
+        if writable && !self.flush(idx) {
+            return;
+        }
+        if readable {
+            self.on_readable(idx, now, rbuf, backend);
+        }
+    }
+
+    fn on_readable(&mut self, idx: usize, now: u64, rbuf: &mut [u8], backend: &mut dyn Backend) {
+        loop {
+            let a = &mut self.table[idx];
+            match a.stream.read(rbuf) {
+                Ok(0) => {
+                    self.drop_conn(idx, "closed by peer");
+                    return;
+                }
+                Ok(n) => {
+                    if !a.events && !a.close_after_flush {
+                        a.inbuf.extend_from_slice(&rbuf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(idx, "read error");
+                    return;
+                }
+            }
+            // Parse as we go, so pipelined requests never pile up past the cap.
+            if !self.process(idx, now, backend) {
+                return;
+            }
+        }
+        self.flush(idx);
+    }
+
+    /// Answers every complete request in the input. False if the connection
+    /// was dropped.
+    fn process(&mut self, idx: usize, now: u64, backend: &mut dyn Backend) -> bool {
+        let limits = Limits {
+            max_body: self.max_body,
+        };
+        let settings = api::Settings {
+            token: self.token.as_deref(),
+        };
+        let a = &mut self.table[idx];
+        let mut input = std::mem::take(&mut a.inbuf);
+        let mut out = std::mem::take(&mut a.out);
+        let mut pos = 0;
+        let mut events = false;
+        let mut close = false;
+        let mut served = 0;
+        while pos < input.len() && !events && !close {
+            match http::parse_request(&input[pos..], &limits) {
+                Parse::Partial => break,
+                Parse::Complete(req, used) => {
+                    pos += used;
+                    served += 1;
+                    if api::route(&req, &settings, backend, &mut out) == Routed::Events {
+                        events = true;
+                    }
+                    close = !req.keep_alive;
+                }
+                Parse::Error(e) => {
+                    http::write_json_error(&mut out, e.status, e.message, &[], false);
+                    close = true;
+                }
+            }
+        }
+        self.requests += served;
+        input.drain(..pos);
+        let over_cap = input.len() > self.input_cap;
+        if events || close || over_cap {
+            // Nothing more is read from a stream or a closing connection.
+            input = Vec::new();
+        }
+        a.inbuf = input;
+        a.out = out;
+        if over_cap {
+            // Cannot happen with a parser that errs past its limits; a guard
+            // against a silent pile-up all the same.
+            self.drop_conn(idx, "input over its cap");
+            return false;
+        }
+        a.events |= events;
+        a.close_after_flush |= close;
+        let subscribed = a.events;
+        if served > 0 && !subscribed {
+            self.rearm(idx, now + self.idle_ms);
+        }
+        if events {
+            self.rearm(idx, now + self.keepalive_ms());
+            debug!("admin {}: subscribed to /events", self.table[idx].peer);
+        }
+        true
+    }
+
+    /// Writes pending output. False if the connection was dropped.
+    fn flush(&mut self, idx: usize) -> bool {
+        let a = &mut self.table[idx];
+        match write_some(&mut a.stream, &a.out[a.out_pos..]) {
+            Ok(n) => a.out_pos += n,
+            Err(_) => {
+                self.drop_conn(idx, "write error");
+                return false;
+            }
+        }
+        let backlog = a.out.len() - a.out_pos;
+        if backlog > self.max_backpressure {
+            // A client that does not read its responses or its event stream.
+            self.drop_conn(idx, "backpressure");
+            return false;
+        }
+        if backlog == 0 {
+            a.out = Vec::new();
+            a.out_pos = 0;
+            if a.close_after_flush {
+                self.drop_conn(idx, "done");
+                return false;
+            }
+        }
+        let want = backlog > 0;
+        if want != a.want_write {
+            a.want_write = want;
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .registry
+                .reregister(&mut a.stream, admin_token(a.id), interest)
+                .is_err()
+            {
+                self.drop_conn(idx, "reregister failed");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn drop_conn(&mut self, idx: usize, why: &str) {
+        let a = self.table.remove(idx);
+        if let Some(k) = a.timer {
+            self.timers.cancel(k);
+        }
+        debug!("admin {}: closed: {why}", a.peer);
+    }
+
+    /// Runs the timers due at `now`: a keep-alive comment for streams, the
+    /// idle timeout for the others.
+    pub fn expire(&mut self, now: u64) {
+        while let Some((_, id)) = self.timers.poll(now) {
+            let idx = id.slot();
+            if self.table.get(idx).is_none_or(|a| a.id != id) {
+                continue;
+            }
+            let a = &mut self.table[idx];
+            a.timer = None;
+            if a.events {
+                a.out.extend_from_slice(b": keepalive\n\n");
+                self.rearm(idx, now + self.keepalive_ms());
+                self.flush(idx);
+            } else {
+                self.drop_conn(idx, "idle timeout");
+            }
+        }
+    }
+
+    /// Sends presence events to every `/events` subscriber.
+    pub fn publish(&mut self, events: &[PresenceEvent]) {
+        let subscribers: Vec<usize> = self.table.iter().filter(|(_, a)| a.events).map(|(k, _)| k).collect();
+        if subscribers.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        for ev in events {
+            api::write_event(&mut bytes, ev);
+        }
+        for idx in subscribers {
+            self.table[idx].out.extend_from_slice(&bytes);
+            self.flush(idx);
+        }
+    }
+
+    /// On shutdown, after each turn's events are out: every admin
+    /// connection closes once its output is written (event streams get the
+    /// offline events of the shutdown first).
+    pub fn shut_down(&mut self) {
+        let idxs: Vec<usize> = self.table.iter().map(|(k, _)| k).collect();
+        for idx in idxs {
+            let a = &mut self.table[idx];
+            a.close_after_flush = true;
+            a.inbuf.clear();
+            if a.out_pos == a.out.len() {
+                self.drop_conn(idx, "shutting down");
+            }
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! One WebSocket connection as a sans-IO state machine: the upgrade, frames,
+//! heartbeats, the client id, liveness, and the close handshake.
+//!
+//! A [`Session`] never touches a socket or a clock. Its driver hands it the
+//! bytes a read produced and the time (through the loop's [`Context`]), and
+//! it answers with bytes to write (in [`Context::out`], or kept in the
+//! session while the transport is backed up), presence changes and handler
+//! callbacks (in the context), its next deadline (on the context's timer
+//! wheel), and an [`After`] verdict: keep the transport, or close it now.
+//!
+//! Three drivers run this same code: the event loop (`crate::server`) with
+//! a socket as the transport, the [`sim`] with none, for connection counts
+//! this machine cannot open, and the `connection` fuzz target.
+//!
+//! Memory is the product: an idle upgraded session is this struct (80 bytes
+//! with a socket), one timer entry, and its id in the registry. Everything
+//! else — unsent output, an incomplete upgrade request, a split frame —
+//! lives behind pointers that are null while there is none.
+
+mod context;
+pub mod sim;
+
+use std::sync::Arc;
+
+use log::{debug, info};
+
+use crate::config::{Liveness, ServerHeartbeat};
+use crate::handler::{AppMessage, ConnId, ConnInfo, Outgoing, Peer, PeerAddr};
+use crate::presence::OfflineReason;
+use crate::protocol::frame::{self, OpCode};
+use crate::protocol::handshake::{self, Outcome};
+use crate::protocol::heartbeat::{Due, Heartbeat, parse_heartbeat};
+use crate::protocol::message::{Decoder, Message};
+use crate::timer::TimerKey;
+
+pub use context::{Context, ms};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a complete upgrade request. The bytes of an incomplete
+    /// request are kept in the spill (at most 8 KiB plus one read).
+    Handshake,
+    /// Upgraded: frames flow both ways.
+    Open,
+    /// The server sent a close frame (eviction, replacement, policy) and
+    /// waits for the client's; frames are still decoded, but only a close
+    /// frame matters.
+    Closing,
+    /// The client's close was answered; the transport is closed as soon as
+    /// the answer is flushed.
+    CloseAfterFlush,
+    /// Failed (protocol error, or a refused handshake): the last bytes are
+    /// being flushed, then the write side is shut and input is discarded until
+    /// the client closes or the close timeout passes. Draining the input
+    /// instead of closing at once keeps the kernel from answering unread bytes
+    /// with a reset that could destroy the response in flight.
+    Failing { write_shut: bool },
+}
+
+/// The session's verdict on its transport after an input or a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Keep it; write what the session produced.
+    Keep,
+    /// Close it now, without writing anything more, and forget the session:
+    /// it has already left (timer cancelled, registry, handler and counters
+    /// told, as [`Session::gone`] does).
+    Close(OfflineReason, &'static str),
+}
+
+/// What the driver does once a session's output is all written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    Nothing,
+    /// Shut the write side (a failed connection's last bytes are out).
+    ShutWrite,
+    /// Close the transport (the answer to the client's close is out).
+    Close,
+}
+
+/// Buffers a session needs only now and then.
+#[derive(Default)]
+struct Spill {
+    /// Bytes the transport did not take.
+    out: Vec<u8>,
+    /// How much of `out` is already written.
+    out_pos: usize,
+    /// An upgrade request not complete yet.
+    handshake: Vec<u8>,
+}
+
+/// One connection. `T` is the driver's transport (a socket in the server,
+/// `()` in the simulation); the session only ever asks it for the peer
+/// address, to show in logs and to handlers.
+pub struct Session<T = ()> {
+    pub(crate) io: T,
+    id: ConnId,
+    phase: Phase,
+    /// The driver's: whether it asked its poller for writability.
+    pub(crate) want_write: bool,
+    /// Upgraded and not yet left the registry, the handler and the metrics
+    /// (see [`Session::leave`]): makes leaving happen exactly once.
+    joined: bool,
+    decoder: Decoder,
+    spill: Option<Box<Spill>>,
+    /// The session's one timer: handshake deadline, then the earlier of the
+    /// next server heartbeat and the liveness deadline, then the close
+    /// deadline. Liveness is re-checked lazily when it fires, so frames only
+    /// update `last_seen` and never touch the wheel.
+    timer: Option<TimerKey>,
+    /// Bound client id, shared with the registry, while the session holds it.
+    client_id: Option<Arc<str>>,
+    /// Monotonic ms of the last liveness signal.
+    last_seen: u64,
+    /// Monotonic ms at which the next server heartbeat is due.
+    next_beat: u64,
+    /// Monotonic ms of the upgrade (accept time before it).
+    connected_at: u64,
+}
+
+/// The output buffer to append to: the shared one while nothing waits, else
+/// the session's own (created if missing), so frames stay in order. A free
+/// function over the fields so it can be borrowed alongside the decoder.
+fn sink<'a>(spill: &'a mut Option<Box<Spill>>, out: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
+    match spill {
+        Some(s) if s.out_pos < s.out.len() => &mut s.out,
+        _ => out,
+    }
+}
+
+fn spilled(spill: &mut Option<Box<Spill>>) -> &mut Vec<u8> {
+    &mut spill.get_or_insert_with(Default::default).out
+}
+
+/// The handler's view of a session, from its fields (so it can be built
+/// while the decoder is borrowed).
+fn conn_info<'a>(id: ConnId, client_id: &'a Option<Arc<str>>, io: &'a dyn PeerAddr) -> ConnInfo<'a> {
+    ConnInfo {
+        conn: id,
+        id: client_id.as_deref(),
+        peer: io,
+    }
+}
+
+impl<T: PeerAddr> Session<T> {
+    /// A transport just accepted, waiting for its upgrade request; its
+    /// handshake deadline is armed.
+    pub fn accept(io: T, id: ConnId, cx: &mut Context) -> Self {
+        let mut s = Session {
+            io,
+            id,
+            phase: Phase::Handshake,
+            want_write: false,
+            joined: false,
+            decoder: Decoder::new(),
+            spill: None,
+            timer: None,
+            client_id: None,
+            last_seen: cx.now,
+            next_beat: u64::MAX,
+            connected_at: cx.now,
+        };
+        let at = cx.now + cx.handshake_timeout;
+        s.arm(cx, at);
+        s
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The bound client id, if any.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    pub fn connected_at(&self) -> u64 {
+        self.connected_at
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    /// Shows the peer address in a log line.
+    pub(crate) fn peer(&self) -> Peer<'_> {
+        Peer(&self.io)
+    }
+
+    /// Whether the decoder holds no partial frame or message.
+    pub fn decoder_is_idle(&self) -> bool {
+        self.decoder.is_idle()
+    }
+
+    /// Heap bytes held in this session's buffers (outbound bytes, a partial
+    /// frame or message, an incomplete upgrade request).
+    pub fn buffered_bytes(&self) -> usize {
+        let spill = self.spill.as_ref().map_or(0, |s| {
+            std::mem::size_of::<Spill>() + s.out.capacity() + s.handshake.capacity()
+        });
+        spill + self.decoder.heap_bytes()
+    }
+
+    /// Unsent bytes held by this session.
+    pub fn backlog(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.out.len() - s.out_pos)
+    }
+
+    /// The bytes waiting for the transport.
+    pub fn unsent(&self) -> &[u8] {
+        self.spill.as_ref().map_or(&[], |s| &s.out[s.out_pos..])
+    }
+
+    /// The transport and the bytes waiting for it, to write them.
+    pub(crate) fn io_and_unsent(&mut self) -> (&mut T, &[u8]) {
+        let unsent = self.spill.as_ref().map_or(&[][..], |s| &s.out[s.out_pos..]);
+        (&mut self.io, unsent)
+    }
+
+    /// The transport took `n` bytes of [`unsent`](Self::unsent).
+    pub fn wrote_unsent(&mut self, n: usize) {
+        if let Some(s) = &mut self.spill {
+            s.out_pos = (s.out_pos + n).min(s.out.len());
+        }
+    }
+
+    /// Keeps `bytes` as the unsent output (the transport took what came
+    /// before them, and nothing else waits).
+    pub fn keep_unsent(&mut self, bytes: &[u8]) {
+        debug_assert_eq!(
+            self.backlog(),
+            0,
+            "output goes to the session's buffer while it is non-empty"
+        );
+        let s = self.spill.get_or_insert_with(Default::default);
+        s.out.clear();
+        s.out.extend_from_slice(bytes);
+        s.out_pos = 0;
+    }
+
+    /// The transport has written everything: give buffers back, and say
+    /// what the phase wants now.
+    pub fn on_drained(&mut self) -> Drained {
+        self.release_spill();
+        match self.phase {
+            Phase::CloseAfterFlush => Drained::Close,
+            Phase::Failing { write_shut: false } => {
+                self.phase = Phase::Failing { write_shut: true };
+                Drained::ShutWrite
+            }
+            _ => Drained::Nothing,
+        }
+    }
+
+    fn release_spill(&mut self) {
+        if let Some(s) = &mut self.spill {
+            if s.out_pos == s.out.len() && s.out.capacity() > 0 {
+                s.out = Vec::new();
+                s.out_pos = 0;
+            }
+            if s.out.capacity() == 0 && s.handshake.is_empty() {
+                self.spill = None;
+            }
+        }
+    }
+
+    /// The transport ended its input (a read of 0 bytes): why it is gone.
+    pub fn on_eof(&self) -> (OfflineReason, &'static str) {
+        match self.phase {
+            Phase::Failing { .. } | Phase::Closing | Phase::CloseAfterFlush => (OfflineReason::Closed, "closed"),
+            _ => (
+                OfflineReason::Error,
+                "peer closed the TCP connection without a close frame",
+            ),
+        }
+    }
+
+    /// The transport is closed (or about to be): the timer goes, the
+    /// session leaves for `reason` if it had not yet.
+    pub fn gone(&mut self, cx: &mut Context, reason: OfflineReason, why: &str) {
+        if let Some(key) = self.timer.take() {
+            cx.timers.cancel(key);
+        }
+        match reason {
+            OfflineReason::Backpressure => info!(
+                "dropped {} ({}): backpressure",
+                self.client_id.as_deref().unwrap_or("-"),
+                self.peer()
+            ),
+            _ => debug!("{}: dropped: {why}", self.peer()),
+        }
+        self.leave(cx, reason);
+    }
+
+    /// Points the session's one timer at `at`.
+    fn arm(&mut self, cx: &mut Context, at: u64) {
+        cx.timers.rearm(&mut self.timer, at, self.id);
+    }
+
+    /// The session leaves the open state for `reason`: its id leaves the
+    /// registry (if it still holds it) with an offline event, and the
+    /// handler hears of it. Idempotent.
+    fn leave(&mut self, cx: &mut Context, reason: OfflineReason) {
+        if !self.joined {
+            return;
+        }
+        self.joined = false;
+        cx.metrics.eviction(reason);
+        let info = conn_info(self.id, &self.client_id, &self.io);
+        cx.handler.on_close(&info, reason, &mut cx.ctl);
+        if let Some(id) = self.client_id.take() {
+            cx.unbind(id, self.id, reason);
+        }
+    }
+
+    /// Handles bytes the transport just read, in place.
+    pub fn on_bytes(&mut self, cx: &mut Context, data: &mut [u8]) -> After {
+        match self.phase {
+            Phase::Handshake => match self.spill.as_mut().filter(|s| !s.handshake.is_empty()) {
+                None => self.on_handshake_bytes(cx, data, true),
+                Some(s) => {
+                    let mut pending = std::mem::take(&mut s.handshake);
+                    pending.extend_from_slice(data);
+                    let after = self.on_handshake_bytes(cx, &mut pending, false);
+                    if self.phase == Phase::Handshake {
+                        // Still incomplete: keep the bytes.
+                        self.spill.get_or_insert_with(Default::default).handshake = pending;
+                    } else {
+                        self.release_spill();
+                    }
+                    after
+                }
+            },
+            Phase::Open | Phase::Closing => self.on_frames(cx, data),
+            Phase::CloseAfterFlush | Phase::Failing { .. } => After::Keep,
+        }
+    }
+
+    fn on_handshake_bytes(&mut self, cx: &mut Context, data: &mut [u8], fresh: bool) -> After {
+        match handshake::parse_request(data, &cx.policy()) {
+            Outcome::Partial => {
+                if fresh && !data.is_empty() {
+                    self.spill.get_or_insert_with(Default::default).handshake = data.to_vec();
+                }
+                After::Keep
+            }
+            Outcome::Reject(r) => {
+                debug!("{}: handshake refused: {} {}", self.peer(), r.status, r.reason);
+                cx.metrics.handshake_failure(r.status);
+                cx.metrics.reject(crate::metrics::RejectReason::HandshakeFailed);
+                handshake::write_rejection(&mut cx.out, &r);
+                self.fail(cx);
+                After::Keep
+            }
+            Outcome::Accept(a) => {
+                handshake::write_accept(&mut cx.out, &a.accept);
+                self.phase = Phase::Open;
+                self.joined = true;
+                self.connected_at = cx.now;
+                self.last_seen = cx.now;
+                let (next_beat, wake_at) = cx.schedule.start(cx.now);
+                self.next_beat = next_beat;
+                self.arm(cx, wake_at);
+                debug!("{}: upgraded", self.peer());
+                let rejected = match a.client_id {
+                    Some(id) => !cx.bind(&mut self.client_id, self.id, &id),
+                    None => false,
+                };
+                let info = conn_info(self.id, &self.client_id, &self.io);
+                cx.handler.on_open(&info, &mut cx.ctl);
+                if rejected {
+                    self.close_inline(cx, 4002, "client id already in use", OfflineReason::Error);
+                }
+                // Frames that came with the request.
+                self.on_frames(cx, &mut data[a.consumed..])
+            }
+        }
+    }
+
+    /// Enters the failing phase: what is queued is flushed, then the write
+    /// side is shut and the client gets `close_timeout` to go away.
+    fn fail(&mut self, cx: &mut Context) {
+        self.leave(cx, OfflineReason::Error);
+        self.phase = Phase::Failing { write_shut: false };
+        // Nothing is decoded again: give back a partial message at once
+        // rather than hold it for the close timeout.
+        self.decoder = Decoder::new();
+        let at = cx.now + cx.close_timeout;
+        self.arm(cx, at);
+    }
+
+    /// Leaves for `why`, queues a close frame and waits `--close-timeout`
+    /// for the client's.
+    fn close_inline(&mut self, cx: &mut Context, code: u16, reason: &str, why: OfflineReason) {
+        if (1000..4000).contains(&code) {
+            cx.metrics.protocol_error(code);
+        }
+        self.leave(cx, why);
+        frame::encode_close(sink(&mut self.spill, &mut cx.out), code, reason);
+        self.phase = Phase::Closing;
+        let at = cx.now + cx.close_timeout;
+        self.arm(cx, at);
+    }
+
+    fn on_frames(&mut self, cx: &mut Context, data: &mut [u8]) -> After {
+        let limits = cx.limits;
+        let any_frame_counts = cx.cfg.liveness == Liveness::Any;
+        let mut alive = false;
+        let mut pos = 0;
+        let after = loop {
+            if self.backlog() > cx.cfg.max_backpressure {
+                break After::Close(OfflineReason::Backpressure, "backpressure");
+            }
+            let open = matches!(self.phase, Phase::Open);
+            let msg = match self.decoder.decode(&mut data[pos..], &limits) {
+                Ok((_, None)) => break After::Keep,
+                Ok((used, Some(msg))) => {
+                    pos += used;
+                    msg
+                }
+                Err(e) => {
+                    debug!("{}: protocol error: {e}", Peer(&self.io));
+                    cx.metrics.protocol_error(e.code);
+                    frame::encode_close(sink(&mut self.spill, &mut cx.out), e.code, e.reason);
+                    self.fail(cx);
+                    break After::Keep;
+                }
+            };
+            alive |= any_frame_counts;
+            if !open {
+                // Closing: only the client's close matters, and it ends the
+                // close handshake.
+                if matches!(msg, Message::Close(_)) {
+                    break After::Close(OfflineReason::Closed, "closed");
+                }
+                continue;
+            }
+            let app = match msg {
+                Message::Text(t) => {
+                    cx.metrics.messages_received += 1;
+                    match parse_heartbeat(t) {
+                        Heartbeat::NotHeartbeat => Some(AppMessage::Text(t)),
+                        Heartbeat::Plain => {
+                            alive = true;
+                            cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
+                            None
+                        }
+                        Heartbeat::WithId(id) => {
+                            alive = true;
+                            match self.client_id.as_deref() {
+                                Some(current) if current == id => {
+                                    cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
+                                }
+                                Some(_) => {
+                                    self.close_inline(cx, 1008, "client id mismatch", OfflineReason::Error);
+                                }
+                                None => {
+                                    if cx.bind(&mut self.client_id, self.id, id) {
+                                        cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
+                                    } else {
+                                        self.close_inline(cx, 4002, "client id already in use", OfflineReason::Error);
+                                    }
+                                }
+                            }
+                            None
+                        }
+                        Heartbeat::InvalidId => {
+                            self.close_inline(cx, 1008, "invalid client id", OfflineReason::Error);
+                            None
+                        }
+                    }
+                }
+                Message::Binary(b) => {
+                    cx.metrics.messages_received += 1;
+                    Some(AppMessage::Binary(b))
+                }
+                Message::Ping(p) => {
+                    frame::encode_frame(sink(&mut self.spill, &mut cx.out), OpCode::Pong, p);
+                    None
+                }
+                Message::Pong(_) => None,
+                Message::Close(c) => {
+                    let out = sink(&mut self.spill, &mut cx.out);
+                    match c {
+                        Some((code, _)) => frame::encode_close(out, code, ""),
+                        None => frame::encode_frame(out, OpCode::Close, &[]),
+                    }
+                    debug!("{}: client closed with {:?}", Peer(&self.io), c.map(|c| c.0));
+                    self.leave(cx, OfflineReason::Closed);
+                    self.phase = Phase::CloseAfterFlush;
+                    self.decoder = Decoder::new();
+                    break After::Keep;
+                }
+            };
+            if let Some(m) = app {
+                if cx.cfg.echo {
+                    m.encode(sink(&mut self.spill, &mut cx.out));
+                    cx.metrics.messages_sent += 1;
+                }
+                if cx.app_handler {
+                    let info = conn_info(self.id, &self.client_id, &self.io);
+                    cx.handler.on_message(&info, m, &mut cx.ctl);
+                } else if !cx.cfg.echo {
+                    cx.metrics.messages_dropped += 1;
+                }
+            }
+        };
+        if any_frame_counts && self.decoder.take_fragment_done() {
+            alive = true;
+        }
+        if alive {
+            self.last_seen = cx.now;
+        }
+        if let After::Close(reason, why) = after {
+            self.gone(cx, reason, why);
+        }
+        after
+    }
+
+    /// The session's timer fired (the driver found it by the id the wheel
+    /// handed out).
+    pub fn on_timer(&mut self, cx: &mut Context) -> After {
+        self.timer = None;
+        let (reason, why) = match self.phase {
+            Phase::Handshake => {
+                cx.metrics.reject(crate::metrics::RejectReason::HandshakeTimeout);
+                (OfflineReason::Error, "handshake timeout")
+            }
+            Phase::Open => match cx.schedule.on_timer(cx.now, self.last_seen, self.next_beat) {
+                Due::Evict => {
+                    info!(
+                        "evicted {} ({}): heartbeat timeout",
+                        self.client_id.as_deref().unwrap_or("-"),
+                        self.peer()
+                    );
+                    return self.close(cx, 4000, "heartbeat timeout", OfflineReason::HeartbeatTimeout);
+                }
+                Due::Wait {
+                    beat,
+                    next_beat,
+                    wake_at,
+                } => {
+                    self.next_beat = next_beat;
+                    if beat {
+                        let mode = cx.cfg.server_heartbeat;
+                        cx.metrics.heartbeats_sent += 1;
+                        if mode != ServerHeartbeat::Ping {
+                            cx.metrics.messages_sent += 1;
+                        }
+                        let after = self.queue(cx, |out| {
+                            if matches!(mode, ServerHeartbeat::Ping | ServerHeartbeat::Both) {
+                                frame::encode_frame(out, OpCode::Ping, b"");
+                            }
+                            if matches!(mode, ServerHeartbeat::Text | ServerHeartbeat::Both) {
+                                frame::encode_frame(out, OpCode::Text, b"heartbeat");
+                            }
+                        });
+                        if after != After::Keep {
+                            return after;
+                        }
+                    }
+                    self.arm(cx, wake_at);
+                    return After::Keep;
+                }
+            },
+            Phase::Closing | Phase::CloseAfterFlush | Phase::Failing { .. } => (OfflineReason::Closed, "close timeout"),
+        };
+        self.gone(cx, reason, why);
+        After::Close(reason, why)
+    }
+
+    /// Queues frames outside of the session's own input (server heartbeats,
+    /// pushes, closes), unless the transport is backed up past
+    /// `--max-backpressure`.
+    fn queue(&mut self, cx: &mut Context, encode: impl FnOnce(&mut Vec<u8>)) -> After {
+        let backlog = self.backlog();
+        if backlog > cx.cfg.max_backpressure {
+            self.gone(cx, OfflineReason::Backpressure, "backpressure");
+            return After::Close(OfflineReason::Backpressure, "backpressure");
+        }
+        if backlog > 0 {
+            encode(spilled(&mut self.spill));
+        } else {
+            debug_assert!(cx.out.is_empty(), "the driver flushes after every session call");
+            encode(&mut cx.out);
+        }
+        After::Keep
+    }
+
+    /// Sends an application message; `None` when the session is not open.
+    pub fn push(&mut self, cx: &mut Context, msg: &Outgoing) -> Option<After> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        cx.metrics.messages_sent += 1;
+        Some(self.queue(cx, |out| msg.encode(out)))
+    }
+
+    /// Sends a frame encoded once for many sessions (a broadcast); `None`
+    /// when the session is not open.
+    pub fn push_encoded(&mut self, cx: &mut Context, frame: &[u8]) -> Option<After> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        cx.metrics.messages_sent += 1;
+        Some(self.queue(cx, |out| out.extend_from_slice(frame)))
+    }
+
+    /// Leaves for `why`, sends a close frame with `code` and `reason`, and
+    /// waits `--close-timeout` for the client's. Does nothing unless open.
+    pub fn close(&mut self, cx: &mut Context, code: u16, reason: &str, why: OfflineReason) -> After {
+        if self.phase != Phase::Open {
+            return After::Keep;
+        }
+        self.leave(cx, why);
+        self.phase = Phase::Closing;
+        let at = cx.now + cx.close_timeout;
+        self.arm(cx, at);
+        self.queue(cx, |out| frame::encode_close(out, code, reason))
+    }
+
+    /// A newer connection took this session's id (the registry already
+    /// names it, and the offline event is out): close with 4001.
+    pub fn replaced(&mut self, cx: &mut Context) -> After {
+        if self.phase != Phase::Open {
+            return After::Keep;
+        }
+        debug!("{}: replaced by a newer connection", self.peer());
+        self.close(cx, 4001, "replaced by a newer connection", OfflineReason::Replaced)
+    }
+
+    /// The server is shutting down: an open session closes with 1001, one
+    /// still in its handshake is dropped; others are already closing.
+    pub fn shut_down(&mut self, cx: &mut Context) -> After {
+        match self.phase {
+            Phase::Open => self.close(cx, 1001, "server shutting down", OfflineReason::Shutdown),
+            Phase::Handshake => {
+                self.gone(cx, OfflineReason::Shutdown, "shutting down");
+                After::Close(OfflineReason::Shutdown, "shutting down")
+            }
+            _ => After::Keep,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
