@@ -123,7 +123,13 @@ fn session(c: &mut Criterion) {
             handle_signals: false,
             ..Default::default()
         };
-        let mut cx = Context::new(cfg, Box::new(wsbeat::NoopHandler), false, 16);
+        let mut cx = Context::new(
+            cfg,
+            std::sync::Arc::new(wsbeat::presence::SharedRegistry::new()),
+            Box::new(wsbeat::NoopHandler),
+            false,
+            16,
+        );
         let mut s = Session::accept((), wsbeat::ConnId::from_raw(0), &mut cx);
         let mut req = b"GET /?client_id=device-42 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
         assert_eq!(s.on_bytes(&mut cx, &mut req), After::Keep);

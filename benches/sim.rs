@@ -6,8 +6,10 @@
 //!
 //! Run: `cargo bench --bench sim` (`SIM_N=100000` for a smaller run).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use wsbeat::presence::{Directory, SharedRegistry};
 use wsbeat::session::sim::Simulation;
 
 const INTERVAL: u64 = 30_000;
@@ -51,6 +53,84 @@ fn ticks(sim: &mut Simulation, step: u64, ticks: u32) -> (f64, f64) {
     (ns, fired as f64 / ticks as f64)
 }
 
+/// What one simulated loop saw while a broadcast to all its sessions ran.
+struct BroadcastRun {
+    sessions: usize,
+    /// Real time from the start of the broadcast to its last frame.
+    took: Duration,
+    /// The longest loop turn (one broadcast slice plus the timers due).
+    longest_turn: Duration,
+    turns: u64,
+    /// Heartbeats sent and evictions made while it ran.
+    beats: u64,
+    evicted: u64,
+    /// How late the latest of those came after its deadline (simulated
+    /// clock, which runs at real time during the broadcast).
+    max_late_ms: u64,
+}
+
+/// Loop `index` of a process: `n` sessions connected over one interval,
+/// the clock moved to where they start timing out, half of them having
+/// just heartbeated; then a broadcast to all of them, sliced as the loop
+/// slices it (5 ms), with the timers that come due run between slices:
+/// evictions of the silent half, server heartbeats to the other.
+fn broadcast_loop(
+    index: usize,
+    directory: Arc<dyn Directory>,
+    n: usize,
+    frame: Arc<[u8]>,
+    send_cost: Duration,
+) -> BroadcastRun {
+    let mut sim = Simulation::loop_of(index, directory, n, INTERVAL, TIMEOUT);
+    for i in 0..n {
+        sim.advance(i as u64 * INTERVAL / n as u64);
+        sim.connect(&format!("l{index}-device-{i:07}"));
+    }
+    // In steps, so that the server's heartbeats go out on time (a clock
+    // that jumps sends the ones it skipped late, all at once).
+    let base = TIMEOUT;
+    for t in (INTERVAL..base).step_by(100) {
+        sim.advance(t);
+    }
+    // The first silent ones reach their timeout now, and as the broadcast
+    // runs (at real time) more and more do; the other half has just
+    // heartbeated, and the server's heartbeats to them come due throughout.
+    sim.advance(base - 1);
+    let alive = (0..n).step_by(2).filter(|&idx| sim.heartbeat(idx)).count();
+    assert_eq!(alive, n.div_ceil(2), "every other session heartbeats");
+    sim.advance(base);
+    sim.set_send_cost(send_cost);
+    let sent_before = sim.messages_sent();
+    let start = Instant::now();
+    sim.broadcast(frame);
+    let (mut longest_turn, mut turns, mut beats, mut evicted, mut max_late_ms) = (Duration::ZERO, 0, 0, 0, 0);
+    loop {
+        let turn = Instant::now();
+        let deadline = turn + Duration::from_millis(5);
+        let done = sim.step_broadcast(|| Instant::now() >= deadline);
+        let tick = sim.advance(base + start.elapsed().as_millis() as u64);
+        beats += tick.beats;
+        evicted += tick.evicted;
+        max_late_ms = max_late_ms.max(tick.max_late_ms);
+        longest_turn = longest_turn.max(turn.elapsed());
+        turns += 1;
+        if done {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(sim.messages_sent() - sent_before >= (n / 2) as u64);
+    BroadcastRun {
+        sessions: n,
+        took,
+        longest_turn,
+        turns,
+        beats,
+        evicted,
+        max_late_ms,
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries without `--bench`: skip.
     if !std::env::args().any(|a| a == "--bench") {
@@ -80,6 +160,34 @@ fn main() {
     let mut small = build(small_n);
     let step_small = (INTERVAL * fired_per_tick / small_n as u64).max(1);
     let (ns_small, fired_small) = ticks(&mut small, step_small, 50);
+
+    // A broadcast to every session of a process of SIM_LOOPS loops (two by
+    // default), one thread per loop, the ids in one shared directory.
+    let loops: usize = std::env::var("SIM_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    drop(sim);
+    drop(small);
+    // What a socket write costs the server on loopback (a broadcast to a
+    // million connections on one loop took about a second), spent per frame.
+    let send_cost = Duration::from_nanos(
+        std::env::var("SIM_SEND_NS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000),
+    );
+    let directory: Arc<dyn Directory> = Arc::new(SharedRegistry::new());
+    let frame: Arc<[u8]> = Arc::from(&b"\x81\x20broadcast: thirty-two bytes long"[..]);
+    let runs: Vec<BroadcastRun> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..loops)
+            .map(|i| {
+                let (directory, frame) = (directory.clone(), frame.clone());
+                scope.spawn(move || broadcast_loop(i, directory, n / loops, frame, send_cost))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
 
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -116,6 +224,31 @@ fn main() {
         ns_small / fired_small.max(1.0)
     );
     println!();
+    println!(
+        "Broadcast to every session, {loops} loops on {loops} threads (one directory), each write costing {} ns (SIM_SEND_NS):\n",
+        send_cost.as_nanos()
+    );
+    println!(
+        "| loop | sessions | broadcast took | turns | longest turn | heartbeats sent meanwhile | evicted meanwhile | latest beat or eviction late by |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, r) in runs.iter().enumerate() {
+        println!(
+            "| {i} | {} | {:.0} ms | {} | {:.1} ms | {} | {} | {} ms |",
+            r.sessions,
+            r.took.as_secs_f64() * 1e3,
+            r.turns,
+            r.longest_turn.as_secs_f64() * 1e3,
+            r.beats,
+            r.evicted,
+            r.max_late_ms
+        );
+    }
+    let worst = runs.iter().map(|r| r.max_late_ms).max().unwrap_or(0);
+    println!(
+        "\nHeartbeats and evictions during the broadcast came at most {worst} ms late (bound: 250 ms): {}\n",
+        if worst <= 250 { "within" } else { "OVER" }
+    );
     let fits = per_conn < TARGET_BYTES;
     println!(
         "{} connections in {:.0} MB of user-space state: {}",

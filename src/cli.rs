@@ -101,6 +101,11 @@ struct Flags {
     /// this long for their close frames, exit 0. A second signal exits at once.
     #[arg(long, env = "WSBEAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_name = "D", value_parser = config::parse_duration)]
     shutdown_timeout: Duration,
+
+    /// Event loops, one thread each, each owning its connections (1 to 256).
+    /// Default: the number of CPUs the process may run on.
+    #[arg(long, env = "WSBEAT_THREADS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -211,6 +216,7 @@ where
         echo: flags.echo,
         shutdown_timeout: flags.shutdown_timeout,
         handle_signals: true,
+        threads: flags.threads.map_or_else(config::default_threads, |n| n as usize),
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");
@@ -244,6 +250,8 @@ mod tests {
         assert_eq!(cfg.admin_idle_timeout, d.admin_idle_timeout);
         assert_eq!(cfg.shutdown_timeout, d.shutdown_timeout);
         assert_eq!(cfg.handle_signals, d.handle_signals);
+        assert_eq!(cfg.threads, d.threads);
+        assert!(cfg.threads >= 1);
         assert_eq!(cfg.path, d.path);
         assert!(cfg.allowed_origins.is_none());
     }
@@ -279,6 +287,8 @@ mod tests {
             "s3cret",
             "--shutdown-timeout",
             "2s",
+            "--threads",
+            "3",
         ])
         .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
@@ -298,6 +308,7 @@ mod tests {
         assert_eq!(cfg.admin_listen, Some("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(cfg.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.threads, 3);
     }
 
     #[test]
@@ -314,6 +325,10 @@ mod tests {
             &["wsbeat", "--server-heartbeat", "loud"],
             &["wsbeat", "--liveness", "some"],
             &["wsbeat", "--heartbeat-timeout", "0ms"],
+            &["wsbeat", "--threads", "0"],
+            &["wsbeat", "--threads", "two"],
+            &["wsbeat", "--threads", "257"],
+            &["wsbeat", "--threads", "-1"],
             &["wsbeat", "--admin-listen", "0.0.0.0:9999"],
             &["wsbeat", "--admin-listen", "10.1.2.3:9999", "--admin-token", ""],
         ] {

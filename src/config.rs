@@ -70,6 +70,9 @@ pub struct Config {
     /// On SIGINT/SIGTERM: stop accepting, close every client with 1001 and
     /// wait this long for their close frames.
     pub shutdown_timeout: Duration,
+    /// Event loops, one thread each (1 to 256). Each owns the connections it
+    /// is given; ids, pushes, the admin API and shutdown cover them all.
+    pub threads: usize,
     /// Whether the server installs its SIGINT/SIGTERM handling (graceful
     /// shutdown; a second signal stops at once). Programs that handle
     /// signals themselves set it to false and call `Handle::shutdown`.
@@ -98,8 +101,16 @@ impl Default for Config {
             echo: false,
             shutdown_timeout: Duration::from_secs(5),
             handle_signals: true,
+            threads: default_threads(),
         }
     }
+}
+
+/// The number of CPUs this process may run on (one loop per CPU).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(crate::presence::ConnId::MAX_LOOPS)
 }
 
 /// A setting that cannot be used, as `validate` finds it.
@@ -109,6 +120,8 @@ pub enum ConfigError {
     PublicAdminWithoutToken(SocketAddr),
     /// The admin API and the WebSocket listener share an address.
     AdminOnListenAddress(SocketAddr),
+    /// No loop, or more than a connection id can name.
+    Threads(usize),
 }
 
 impl ConfigError {
@@ -116,6 +129,7 @@ impl ConfigError {
     pub fn flag(&self) -> &'static str {
         match self {
             ConfigError::PublicAdminWithoutToken(_) | ConfigError::AdminOnListenAddress(_) => "--admin-listen",
+            ConfigError::Threads(_) => "--threads",
         }
     }
 }
@@ -134,6 +148,12 @@ impl std::fmt::Display for ConfigError {
                 "invalid value '{addr}' for '{}': the same address as --listen",
                 self.flag()
             ),
+            ConfigError::Threads(n) => write!(
+                f,
+                "invalid value '{n}' for '{}': a whole number from 1 to {}",
+                self.flag(),
+                crate::presence::ConnId::MAX_LOOPS
+            ),
         }
     }
 }
@@ -151,6 +171,9 @@ impl Config {
         }
         if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(ConfigError::AdminOnListenAddress(self.listen));
+        }
+        if !(1..=crate::presence::ConnId::MAX_LOOPS).contains(&self.threads) {
+            return Err(ConfigError::Threads(self.threads));
         }
         Ok(())
     }
@@ -227,6 +250,14 @@ mod tests {
         c.admin_token = None;
         assert!(c.validate().is_ok());
         assert!(Config::default().validate().is_ok());
+        for bad in [0, 257] {
+            let c = Config {
+                threads: bad,
+                ..Default::default()
+            };
+            assert_eq!(c.validate(), Err(ConfigError::Threads(bad)));
+            assert!(c.validate().unwrap_err().to_string().contains("--threads"));
+        }
     }
 
     #[test]

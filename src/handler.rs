@@ -125,12 +125,17 @@ impl From<Vec<u8>> for Outgoing {
     }
 }
 
-/// Something to do on the loop, from a handler, a handle or the admin API.
+/// Something to do on a loop, from a handler, a handle, the admin API or
+/// another loop.
 #[derive(Debug)]
 pub(crate) enum Command {
     SendConn(ConnId, Outgoing),
     SendId(Box<str>, Outgoing),
+    /// To every open connection of every loop.
     Broadcast(Outgoing),
+    /// An encoded frame for every open connection of this loop (one part of
+    /// a broadcast, the bytes shared by all loops).
+    LocalBroadcast(std::sync::Arc<[u8]>),
     Kick(Box<str>, String),
     Shutdown,
     /// A newer connection took this one's id.

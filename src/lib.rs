@@ -77,4 +77,4 @@ pub use config::Config;
 pub use handler::{AppMessage, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};
 pub use presence::{OfflineReason, PresenceEvent};
 pub use server::handle::{Handle, ServerGone};
-pub use server::{Server, Stats, raise_fd_limit};
+pub use server::{EventLoop, Server, Stats, raise_fd_limit};

@@ -55,6 +55,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds another loop's counters to these.
+    pub fn add(&mut self, o: &Metrics) {
+        fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.connections_accepted += o.connections_accepted;
+        sum(&mut self.rejected, &o.rejected);
+        sum(&mut self.handshake_failures, &o.handshake_failures);
+        self.heartbeats_received += o.heartbeats_received;
+        self.heartbeats_sent += o.heartbeats_sent;
+        sum(&mut self.evictions, &o.evictions);
+        self.messages_received += o.messages_received;
+        self.messages_sent += o.messages_sent;
+        self.messages_dropped += o.messages_dropped;
+        self.bytes_received += o.bytes_received;
+        self.bytes_sent += o.bytes_sent;
+        sum(&mut self.protocol_errors, &o.protocol_errors);
+        self.accept_errors += o.accept_errors;
+    }
+
     pub fn reject(&mut self, reason: RejectReason) {
         // The discriminant is the index: `ALL` lists them in order.
         self.rejected[reason as usize] += 1;
@@ -79,9 +101,9 @@ impl Metrics {
     }
 }
 
-/// Numbers read from the loop's state at scrape time, so they are exact
+/// Numbers read from the loops' state at scrape time, so they are exact
 /// (gauges, and the admin side's own request counter).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Gauges {
     pub connections_open: usize,
     pub clients_online: usize,
@@ -91,6 +113,8 @@ pub struct Gauges {
     /// Connections holding a buffer of any kind right now.
     pub connections_buffering: usize,
     pub buffered_bytes: usize,
+    /// Connections held by each event loop, by loop index.
+    pub loop_connections: Vec<usize>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -257,6 +281,15 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
         "Heap bytes in per-connection buffers.",
         g.buffered_bytes as u64,
     );
+    family(
+        o,
+        "wsbeat_loop_connections",
+        "gauge",
+        "Connections held by each event loop (--threads), by loop index.",
+    );
+    for (i, n) in g.loop_connections.iter().enumerate() {
+        let _ = writeln!(o, "wsbeat_loop_connections{{loop=\"{i}\"}} {n}");
+    }
     out
 }
 
@@ -281,6 +314,7 @@ mod tests {
                 admin_requests: 4,
                 connections_buffering: 0,
                 buffered_bytes: 0,
+                loop_connections: vec![2, 1],
             },
         );
         let mut families = std::collections::HashSet::new();
@@ -299,6 +333,12 @@ mod tests {
         }
         assert!(text.contains("wsbeat_connections_open 3\n"));
         assert!(text.contains("wsbeat_clients_online 2\n"));
+        assert!(text.contains("wsbeat_loop_connections{loop=\"0\"} 2\n"));
+        assert!(text.contains("wsbeat_loop_connections{loop=\"1\"} 1\n"));
+        let mut sum = m.clone();
+        sum.add(&m);
+        assert_eq!(sum.evictions[OfflineReason::HeartbeatTimeout as usize], 2);
+        assert_eq!(sum.protocol_errors, m.protocol_errors.map(|v| v * 2));
         assert!(text.contains("wsbeat_evictions_total{reason=\"heartbeat_timeout\"} 1\n"));
         assert!(text.contains("wsbeat_evictions_total{reason=\"shutdown\"} 0\n"));
         assert!(text.contains("wsbeat_protocol_errors_total{code=\"1007\"} 1\n"));

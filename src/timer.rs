@@ -260,6 +260,17 @@ impl<T> TimerWheel<T> {
     /// are none. Call repeatedly until `None` to drain everything due.
     /// An `now_ms` earlier than a previous one is treated as the latest.
     pub fn poll(&mut self, now_ms: u64) -> Option<(TimerKey, T)> {
+        self.poll_node(now_ms)
+            .map(|(index, node)| (TimerKey::new(index, node.generation), node.value))
+    }
+
+    /// Like [`poll`](Self::poll), with the timer's deadline instead of its
+    /// key (how late it fires is `now_ms` minus the deadline).
+    pub fn poll_due(&mut self, now_ms: u64) -> Option<(u64, T)> {
+        self.poll_node(now_ms).map(|(_, node)| (node.deadline, node.value))
+    }
+
+    fn poll_node(&mut self, now_ms: u64) -> Option<(u32, Node<T>)> {
         self.now = self.now.max(now_ms);
         loop {
             let head = self.heads[PENDING];
@@ -267,7 +278,7 @@ impl<T> TimerWheel<T> {
                 self.unlink(head);
                 let node = self.release(head)?;
                 self.len -= 1;
-                return Some((TimerKey::new(head, node.generation), node.value));
+                return Some((head, node));
             }
             match self.next_slot() {
                 Some((bucket, start)) if start <= self.now => self.expire_slot(bucket, start),

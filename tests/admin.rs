@@ -500,3 +500,21 @@ fn shutdown_closes_clients_with_1001_and_run_returns() {
     // Nothing listens any more.
     assert!(std::net::TcpStream::connect(s.addr).is_err());
 }
+
+crate::also_with_two_loops!(
+    healthz_and_metrics,
+    metrics_count_what_happens,
+    bearer_token_guards_everything_but_healthz,
+    clients_listing_pages_by_id,
+    one_client_by_id,
+    push_text_and_binary_to_one_client,
+    broadcast_reaches_every_open_connection,
+    kick_closes_with_4003_and_the_reason,
+    bodies_over_max_message_size_get_413,
+    keep_alive_and_pipelining,
+    unknown_paths_methods_and_garbage,
+    events_stream_every_presence_change_with_its_reason,
+    a_slow_events_reader_is_dropped_not_buffered_forever,
+    the_handle_works_from_another_thread,
+    shutdown_closes_clients_with_1001_and_run_returns,
+);

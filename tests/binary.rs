@@ -57,3 +57,19 @@ fn a_bind_failure_exits_1_naming_the_address() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains(&addr), "{err}");
 }
+
+#[test]
+fn threads_takes_1_to_256_from_the_flag_or_its_variable() {
+    let help = wsbeat().arg("--help").output().unwrap();
+    let text = String::from_utf8(help.stdout).unwrap();
+    assert!(text.contains("--threads") && text.contains("WSBEAT_THREADS"), "{text}");
+    for bad in ["0", "two", "257", "-1", ""] {
+        let out = wsbeat().arg(format!("--threads={bad}")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--threads {bad:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("--threads"), "{err}");
+        let out = wsbeat().env("WSBEAT_THREADS", bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "WSBEAT_THREADS={bad:?}");
+    }
+}

@@ -327,3 +327,20 @@ fn after_every_kind_of_exit_the_registry_and_slab_are_empty() {
         stats.connections_open() == 0 && stats.clients_online() == 0 && stats.timers() == 0
     });
 }
+
+crate::also_with_two_loops!(
+    pings_arrive_on_schedule,
+    text_and_both_modes,
+    off_mode_sends_nothing_and_still_evicts,
+    a_heartbeating_client_stays_online_well_past_the_timeout,
+    a_silent_client_is_evicted_on_time_and_dropped_though_it_never_answers,
+    a_heartbeat_id_binds_the_connection,
+    an_invalid_heartbeat_id_is_1008,
+    heartbeats_are_not_echoed_but_other_messages_are,
+    a_client_that_only_answers_pings_stays_with_liveness_any,
+    a_client_that_only_answers_pings_is_evicted_with_liveness_heartbeat,
+    liveness_heartbeat_ignores_data_but_counts_heartbeats,
+    duplicate_id_replace_closes_the_older_with_4001,
+    duplicate_id_reject_closes_the_newer_with_4002,
+    after_every_kind_of_exit_the_registry_and_slab_are_empty,
+);

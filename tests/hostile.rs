@@ -447,3 +447,17 @@ fn one_fast_sender_does_not_starve_the_others() {
     // Generous: starvation would be seconds, not milliseconds.
     assert!(worst < Duration::from_millis(500), "worst ping round trip {worst:?}");
 }
+
+crate::also_with_two_loops!(
+    slowloris_handshakes_are_dropped_at_the_handshake_timeout,
+    oversized_garbage_and_tls_get_their_answer_not_a_hang,
+    a_connection_flood_past_the_limit_gets_503_and_the_rest_are_served,
+    out_of_descriptors_refuses_with_503_without_spinning,
+    a_client_that_floods_pings_without_reading_is_dropped_for_backpressure,
+    outbound_buffers_shrink_back_after_a_burst,
+    a_client_that_never_reads_its_echoes_is_dropped,
+    frame_abuse_is_closed_with_the_right_code,
+    admin_abuse_gets_4xx,
+    abrupt_peers_are_cleaned_up_with_reason_error,
+    one_fast_sender_does_not_starve_the_others,
+);

@@ -92,3 +92,5 @@ fn handler_sees_open_heartbeat_message_and_close() {
     assert_eq!(next(), Seen::Close(Some("lib-3".into()), OfflineReason::Replaced));
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
 }
+
+crate::also_with_two_loops!(handler_sees_open_heartbeat_message_and_close,);

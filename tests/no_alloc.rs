@@ -3,7 +3,8 @@
 //! heartbeats all run on memory the loop already holds.
 //!
 //! A counting global allocator proves it. It counts only the server's
-//! thread, so the test's own clients do not blur the count.
+//! threads (every event loop's, run here through `Server::into_loops`), so
+//! the test's own clients do not blur the count.
 
 mod common;
 
@@ -50,8 +51,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is the process's: its runs (one loop, two loops) take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn idle_heartbeating_connections_do_not_allocate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = test_config(wsbeat::Config {
         heartbeat_interval: Duration::from_millis(50),
         heartbeat_timeout: Duration::from_secs(5),
@@ -61,10 +66,18 @@ fn idle_heartbeating_connections_do_not_allocate() {
     let server = wsbeat::Server::bind(cfg).unwrap();
     let addr = server.local_addr();
     let stats = server.stats();
-    std::thread::spawn(move || {
-        IS_SERVER.with(|c| c.set(true));
-        server.run()
-    });
+    let handle = server.handle();
+    let loops = server.into_loops();
+    assert_eq!(loops.len(), threads());
+    let running: Vec<_> = loops
+        .into_iter()
+        .map(|l| {
+            std::thread::spawn(move || {
+                IS_SERVER.with(|c| c.set(true));
+                l.run()
+            })
+        })
+        .collect();
     let mut clients: Vec<Raw> = (0..50)
         .map(|i| Raw::open(addr, &format!("/?client_id=idle-{i}")))
         .collect();
@@ -87,7 +100,13 @@ fn idle_heartbeating_connections_do_not_allocate() {
     // firing every 50 ms for each connection.
     beat(&mut clients, Duration::from_secs(1));
     let after = SERVER_ALLOCS.load(Ordering::Relaxed);
-    assert!(before > 0, "the counter does not see the server thread");
+    assert!(before > 0, "the counter does not see the server threads");
+    // Every loop holds some of the clients, so every loop was measured.
+    assert!(
+        stats.loop_connections().iter().all(|&n| n > 0),
+        "{:?}",
+        stats.loop_connections()
+    );
     assert_eq!(after - before, 0, "allocations on the steady-state path");
     // And the heartbeats did arrive: everyone is still online.
     assert_eq!(stats.clients_online(), 50);
@@ -96,4 +115,13 @@ fn idle_heartbeating_connections_do_not_allocate() {
         let f = c.read_frame().unwrap();
         assert!(matches!(f.opcode, OpCode::Ping | OpCode::Text));
     }
+    // Stop it, so the next run counts only its own server.
+    drop(clients);
+    wait_until("all gone", || stats.connections_open() == 0);
+    handle.shutdown().unwrap();
+    for t in running {
+        t.join().unwrap().unwrap();
+    }
 }
+
+crate::also_with_two_loops!(idle_heartbeating_connections_do_not_allocate,);

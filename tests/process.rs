@@ -140,3 +140,11 @@ fn environment_variables_configure_and_flags_beat_them() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+crate::also_with_two_loops!(
+    sigterm_closes_clients_with_1001_and_exits_0_in_time,
+    sigint_with_no_clients_exits_at_once,
+    a_second_signal_exits_without_waiting,
+    a_public_admin_listener_without_a_token_is_refused,
+    environment_variables_configure_and_flags_beat_them,
+);

@@ -234,3 +234,16 @@ fn many_messages_in_one_write_are_all_echoed_in_order() {
         assert_eq!(c.read_frame().unwrap().payload, i.to_be_bytes());
     }
 }
+
+crate::also_with_two_loops!(
+    tungstenite_echo_ping_and_close,
+    without_echo_messages_are_dropped_but_pings_answered,
+    handshake_byte_by_byte_with_frames_in_the_same_write,
+    refused_upgrades_get_their_status_and_a_reason,
+    protocol_violations_close_with_the_rfc_code_then_tcp,
+    a_peer_that_never_answers_the_close_is_dropped_after_close_timeout,
+    a_half_sent_handshake_is_dropped_after_handshake_timeout,
+    over_max_connections_get_503,
+    fragmented_message_with_interleaved_ping_is_echoed_whole,
+    many_messages_in_one_write_are_all_echoed_in_order,
+);

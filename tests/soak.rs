@@ -363,3 +363,5 @@ fn soak_good_clients_keep_everything_while_attackers_hammer() {
     let margin = (baseline / 10).max(8 * 1024);
     assert!(end <= baseline + margin, "RSS grew from {baseline} KiB to {end} KiB");
 }
+
+crate::also_with_two_loops!(soak_good_clients_keep_everything_while_attackers_hammer,);

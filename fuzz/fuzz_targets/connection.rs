@@ -29,7 +29,7 @@ use common::{Beat, model_heartbeat};
 use libfuzzer_sys::fuzz_target;
 use wsbeat::config::{Config, DuplicateId, Liveness};
 use wsbeat::handler::{AppMessage, ConnInfo, Control, Handler};
-use wsbeat::presence::{ConnId, OfflineReason, PresenceEvent};
+use wsbeat::presence::{ConnId, OfflineReason, PresenceEvent, SharedRegistry};
 use wsbeat::protocol::frame::{OpCode, parse_header_any};
 use wsbeat::protocol::message::parse_close_payload;
 use wsbeat::session::{After, Context, Phase, Session};
@@ -88,7 +88,7 @@ struct Story {
 
 fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config) -> Story {
     let rec = Recorder::default();
-    let mut cx = Context::new(cfg.clone(), Box::new(rec.clone()), true, 1);
+    let mut cx = Context::new(cfg.clone(), Arc::new(SharedRegistry::new()), Box::new(rec.clone()), true, 1);
     let mut s = Session::accept((), ConnId::from_raw(0), &mut cx);
     let mut out = Vec::new();
     let mut verdict = After::Keep;

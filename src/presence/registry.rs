@@ -75,7 +75,11 @@ impl Registry {
     }
 
     /// Up to `limit` entries with ids after `after`, in id order.
-    pub fn page<'a>(&'a self, after: Option<&'a str>, limit: usize) -> impl Iterator<Item = (&'a str, ConnId)> + 'a {
+    pub fn page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> impl Iterator<Item = (&'a Arc<str>, ConnId)> + 'a {
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
@@ -83,7 +87,7 @@ impl Registry {
         self.by_id
             .range::<str, _>((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(k, v)| (&**k, *v))
+            .map(|(k, v)| (k, *v))
     }
 }
 

@@ -3,22 +3,30 @@
 
 use std::sync::Arc;
 
-/// Identifies one connection for as long as it lives, and is not reused by
-/// a later connection in the same slot of its loop's table: the slot index
-/// is in the low 32 bits and a 30-bit generation above it. The two top bits
-/// stay clear, so drivers may tag it.
+/// Identifies one connection for as long as it lives, process-wide, and is
+/// not reused by a later connection in the same slot: the slot index in its
+/// loop's table is in the low 32 bits, the loop's index in the next 8, and
+/// a 22-bit generation above them. The two top bits stay clear, so drivers
+/// may tag it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u64);
 
 impl ConnId {
-    /// Generations wrap at this mask (30 bits).
-    pub(crate) const GENERATION_MASK: u32 = 0x3FFF_FFFF;
+    /// Generations wrap at this mask (22 bits).
+    pub(crate) const GENERATION_MASK: u32 = 0x3F_FFFF;
+    /// Loops a process can run (8 bits of loop index).
+    pub const MAX_LOOPS: usize = 256;
 
-    /// The connection in table slot `slot`, generation `generation`
-    /// (taken modulo 2^30).
-    pub(crate) fn new(slot: usize, generation: u32) -> ConnId {
-        // A table never holds 2^32 connections (--max-connections is far below).
-        ConnId(u64::from(generation & Self::GENERATION_MASK) << 32 | (slot as u64 & 0xFFFF_FFFF))
+    /// The connection in table slot `slot` of loop `loop_index`, generation
+    /// `generation` (taken modulo 2^22).
+    pub(crate) fn new(slot: usize, loop_index: usize, generation: u32) -> ConnId {
+        // A table never holds 2^32 connections (--max-connections is far
+        // below), and loop indexes are below MAX_LOOPS (checked by Config).
+        ConnId(
+            u64::from(generation & Self::GENERATION_MASK) << 40
+                | (loop_index as u64 & 0xFF) << 32
+                | (slot as u64 & 0xFFFF_FFFF),
+        )
     }
 
     /// Its slot in the table of the loop that holds it.
@@ -26,14 +34,19 @@ impl ConnId {
         (self.0 & 0xFFFF_FFFF) as usize
     }
 
+    /// The loop that holds it.
+    pub fn loop_index(self) -> usize {
+        ((self.0 >> 32) & 0xFF) as usize
+    }
+
     /// Its generation.
     pub(crate) fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.0 >> 40) as u32
     }
 
     #[doc(hidden)]
     pub fn from_raw(raw: u64) -> ConnId {
-        ConnId(raw & (u64::from(Self::GENERATION_MASK) << 32 | 0xFFFF_FFFF))
+        ConnId(raw & ((1 << 62) - 1))
     }
 
     #[doc(hidden)]

@@ -107,7 +107,7 @@ impl AdminConns {
                     let generation = self.next_generation;
                     self.next_generation = generation.wrapping_add(1) & ConnId::GENERATION_MASK;
                     let entry = self.table.vacant_entry();
-                    let id = ConnId::new(entry.key(), generation);
+                    let id = ConnId::new(entry.key(), 0, generation);
                     if self
                         .registry
                         .register(&mut stream, admin_token(id), Interest::READABLE)

@@ -1,13 +1,24 @@
-//! Commands on the loop — from handlers (`Control`), the library `Handle`,
-//! the admin API and replacements: push, broadcast, kick, close a replaced
-//! connection. Each one is a session call whose verdict the connection
-//! table carries out.
+//! Commands on a loop — from handlers (`Control`), the library `Handle`,
+//! the admin API, replacements and other loops: push, broadcast, kick,
+//! close a replaced connection. A command about a connection of another
+//! loop is sent there; one about a client id goes to the loop the
+//! directory names. Each is then a session call whose verdict the
+//! connection table carries out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::connections::{Connections, Fate};
+use super::connections::Connections;
+use super::links::LoopMsg;
 use crate::handler::{Command, ConnId, Outgoing};
 use crate::presence::OfflineReason;
+use crate::session::Fanout;
+
+/// The most a loop turn spends on broadcasts before it serves its sockets
+/// and timers again.
+pub(super) const FANOUT_BUDGET: Duration = Duration::from_millis(5);
 
 impl Connections {
     /// Runs queued commands, including those the commands themselves queue
@@ -24,23 +35,34 @@ impl Connections {
         shutdown
     }
 
-    /// True for a shutdown request, which is the server's to carry out.
-    fn execute(&mut self, c: Command) -> bool {
+    /// Sends a command to the loop that must run it.
+    fn forward(&self, to: usize, c: Command) {
+        // A loop that has stopped takes nothing: the process is exiting.
+        let _ = self.shared.send(to, LoopMsg::Command(c));
+    }
+
+    /// True for a shutdown request, which is the loop's to carry out.
+    pub fn execute(&mut self, c: Command) -> bool {
         match c {
+            Command::Replaced(id) if id.loop_index() != self.loop_index => self.forward(id.loop_index(), c),
             Command::Replaced(id) => {
                 if let Some(idx) = self.live(id) {
                     let after = self.table[idx].replaced(&mut self.cx);
                     let _ = self.apply(idx, after);
                 }
             }
+            Command::SendConn(id, _) if id.loop_index() != self.loop_index => self.forward(id.loop_index(), c),
             Command::SendConn(id, msg) => {
                 self.send_conn(id, &msg);
             }
             Command::SendId(id, msg) => {
-                self.push(&id, &msg);
+                self.push(&id, msg);
             }
             Command::Broadcast(msg) => {
                 self.broadcast(&msg);
+            }
+            Command::LocalBroadcast(frame) => {
+                self.start_fanout(frame);
             }
             Command::Kick(id, reason) => {
                 self.kick(&id, &reason);
@@ -50,7 +72,8 @@ impl Connections {
         false
     }
 
-    /// Queues a message for connection `id`; false if it is not open.
+    /// Queues a message for connection `id` of this loop; false if it is
+    /// not open.
     fn send_conn(&mut self, id: ConnId, msg: &Outgoing) -> bool {
         let Some(idx) = self.live(id) else { return false };
         match self.table[idx].push(&mut self.cx, msg) {
@@ -62,38 +85,70 @@ impl Connections {
         }
     }
 
-    /// Queues a message for the client with id `id`; false if it is not
-    /// online.
-    pub fn push(&mut self, id: &str, msg: &Outgoing) -> bool {
-        match self.cx.registry.get(id) {
-            Some(conn) => self.send_conn(conn, msg),
+    /// Queues a message for the client with id `id`, on whichever loop holds
+    /// it; false if it is not online.
+    pub fn push(&mut self, id: &str, msg: Outgoing) -> bool {
+        match self.cx.registry.lookup(id) {
+            Some(conn) if conn.loop_index() == self.loop_index => self.send_conn(conn, &msg),
+            Some(conn) => {
+                self.forward(conn.loop_index(), Command::SendConn(conn, msg));
+                true
+            }
             None => false,
         }
     }
 
-    /// Sends to every open connection (one frame encoded once); how many.
+    /// Sends to every open connection of every loop (one frame, encoded
+    /// once); how many this loop has.
     pub fn broadcast(&mut self, msg: &Outgoing) -> usize {
         let mut frame = Vec::new();
         msg.encode(&mut frame);
-        let idxs: Vec<usize> = self.table.iter().map(|(k, _)| k).collect();
-        let mut sent = 0;
-        for idx in idxs {
-            if let Some(after) = self.table[idx].push_encoded(&mut self.cx, &frame) {
-                sent += 1;
-                let _: Fate = self.apply(idx, after);
-            }
+        let frame: Arc<[u8]> = frame.into();
+        for other in (0..self.shared.loops.len()).filter(|&l| l != self.loop_index) {
+            self.forward(other, Command::LocalBroadcast(frame.clone()));
         }
-        sent
+        self.start_fanout(frame)
     }
 
-    /// Closes client `id` with 4003; false if it is not online.
+    /// Starts sending `frame` to this loop's open connections, and sends
+    /// the first slice at once; how many were open.
+    pub fn start_fanout(&mut self, frame: Arc<[u8]>) -> usize {
+        let recipients = self.cx.open;
+        self.fanouts.push_back(Fanout::new(frame));
+        self.run_fanouts();
+        recipients
+    }
+
+    /// Sends broadcasts in progress for at most [`FANOUT_BUDGET`]. True when
+    /// some are left for the next turn.
+    pub fn run_fanouts(&mut self) -> bool {
+        if self.fanouts.is_empty() {
+            return false;
+        }
+        let deadline = Instant::now() + FANOUT_BUDGET;
+        while let Some(mut f) = self.fanouts.pop_front() {
+            if !f.step(self, || Instant::now() >= deadline) {
+                self.fanouts.push_front(f);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Closes client `id` with 4003, on whichever loop holds it; false if it
+    /// is not online.
     pub fn kick(&mut self, id: &str, reason: &str) -> bool {
-        let Some(idx) = self.cx.registry.get(id).and_then(|c| self.live(c)) else {
+        let Some(conn) = self.cx.registry.lookup(id) else {
             return false;
         };
-        let conn = &mut self.table[idx];
-        info!("kicked {id} ({})", conn.peer());
-        let after = conn.close(&mut self.cx, 4003, reason, OfflineReason::Kicked);
+        if conn.loop_index() != self.loop_index {
+            self.forward(conn.loop_index(), Command::Kick(id.into(), reason.to_string()));
+            return true;
+        }
+        let Some(idx) = self.live(conn) else { return false };
+        let session = &mut self.table[idx];
+        info!("kicked {id} ({})", session.peer());
+        let after = session.close(&mut self.cx, 4003, reason, OfflineReason::Kicked);
         let _ = self.apply(idx, after);
         true
     }

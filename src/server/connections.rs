@@ -2,16 +2,20 @@
 //! bytes between sockets and sessions (`crate::session`), and dropping a
 //! connection when its session or its socket says so.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::links::Shared;
 use super::token::conn_token;
 use crate::presence::{ConnId, OfflineReason};
-use crate::session::{After, Context, Drained, Session};
+use crate::session::{After, Context, Drained, Fanout, Session, Sessions};
 
 /// Reads per connection per readiness event before others get their turn.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -30,31 +34,54 @@ pub(super) enum Fate {
 pub(super) struct Connections {
     pub table: Slab<Conn>,
     pub cx: Context,
+    /// This loop's index among the process's loops.
+    pub loop_index: usize,
+    pub shared: Arc<Shared>,
     /// The poller's registry, for write interest.
     registry: Registry,
     next_generation: u32,
+    /// One past the highest slot ever used: where a broadcast's walk ends.
+    high_water: usize,
+    /// Broadcasts in progress, oldest first.
+    pub fanouts: VecDeque<Fanout>,
 }
 
 impl Connections {
-    pub fn new(cx: Context, registry: Registry, capacity: usize) -> Self {
+    pub fn new(cx: Context, loop_index: usize, shared: Arc<Shared>, registry: Registry, capacity: usize) -> Self {
         Connections {
             table: Slab::with_capacity(capacity),
             cx,
+            loop_index,
+            shared,
             registry,
             next_generation: 0,
+            high_water: 0,
+            fanouts: VecDeque::new(),
         }
     }
 
-    /// Takes an accepted socket: registers it and starts its session.
+    /// Takes an accepted socket, already counted in this loop's `assigned`:
+    /// registers it and starts its session.
     pub fn insert(&mut self, mut stream: TcpStream) -> io::Result<()> {
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1) & ConnId::GENERATION_MASK;
         let entry = self.table.vacant_entry();
-        let id = ConnId::new(entry.key(), generation);
-        self.registry
-            .register(&mut stream, conn_token(id), Interest::READABLE)?;
+        let slot = entry.key();
+        let id = ConnId::new(slot, self.loop_index, generation);
+        if let Err(e) = self.registry.register(&mut stream, conn_token(id), Interest::READABLE) {
+            self.forget_one();
+            return Err(e);
+        }
         entry.insert(Session::accept(stream, id, &mut self.cx));
+        self.high_water = self.high_water.max(slot + 1);
         Ok(())
+    }
+
+    /// A connection of this loop is gone (or never came): one less to count.
+    fn forget_one(&self) {
+        self.shared.loops[self.loop_index]
+            .assigned
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The slot of connection `id`, if it is still the one in it.
@@ -148,6 +175,7 @@ impl Connections {
                 // The session has already left; closing the descriptor
                 // removes it from the poll set.
                 self.table.remove(idx);
+                self.forget_one();
                 Fate::Dropped
             }
             After::Keep => self.flush(idx),
@@ -226,6 +254,7 @@ impl Connections {
     /// Drops a connection for a reason of its socket's (or the loop's).
     pub fn drop_conn(&mut self, idx: usize, reason: OfflineReason, why: &str) {
         let mut conn = self.table.remove(idx);
+        self.forget_one();
         conn.gone(&mut self.cx, reason, why);
         // Closing the descriptor removes it from the poll set.
     }
@@ -234,6 +263,23 @@ impl Connections {
     pub fn on_timer(&mut self, idx: usize) {
         let after = self.table[idx].on_timer(&mut self.cx);
         let _ = self.apply(idx, after);
+    }
+}
+
+impl Sessions for Connections {
+    type Io = TcpStream;
+
+    fn slots(&self) -> usize {
+        self.high_water
+    }
+
+    fn session(&mut self, slot: usize) -> Option<(&mut Conn, &mut Context)> {
+        let Connections { table, cx, .. } = self;
+        table.get_mut(slot).map(|s| (s, cx))
+    }
+
+    fn carry_out(&mut self, slot: usize, after: After) {
+        let _ = self.apply(slot, after);
     }
 }
 

@@ -1,204 +1,104 @@
-//! The event loop: one thread, one `mio::Poll`. It reads the clock, waits
-//! for readiness or the next deadline, and dispatches: listeners to the
-//! acceptors, sockets to the connection tables, the waker to the command
-//! queue, signals and the shutdown deadline to the shutdown sequence.
+//! One event loop: one thread, one `mio::Poll`, the connections it was
+//! given. It reads the clock, waits for readiness or the next deadline, and
+//! dispatches: sockets to its connection table, its waker to the command
+//! queue and the messages of other loops, timers to sessions. Loop 0 also
+//! holds the listeners (accepting for every loop), the admin API and the
+//! signals, and leads the shutdown.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Waker};
+use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use super::admin_conns::AdminConns;
-use super::backend::LoopBackend;
+use super::backend::{LoopBackend, client_infos, loop_numbers};
 use super::connections::Connections;
-use super::handle::{Handle, QUEUE_CAPACITY};
-use super::listener::{Acceptor, bind_listener};
+use super::links::{Answer, LoopInbox, LoopMsg, Question, Shared};
+use super::listener::Acceptor;
 use super::token::Source;
-use crate::config::{Config, ServerHeartbeat};
-use crate::handler::{Command, Handler, NoopHandler};
+use crate::handler::Command;
 use crate::presence::PresenceEvent;
-use crate::session::Context;
 use crate::session::ms;
 
-/// One read buffer for the whole loop. Large enough that a busy connection
-/// needs few reads per turn; a connection keeps bytes of its own only when a
-/// frame is split across reads.
-const READ_BUFFER: usize = 64 * 1024;
-/// Most connections whose table is reserved at start-up (beyond it the table
-/// grows as needed).
-const MAX_PRESIZE: usize = 4 << 20;
 /// Commands from other threads run per loop turn.
 const COMMANDS_PER_TURN: usize = 1024;
+/// Messages from other loops taken per loop turn.
+const MESSAGES_PER_TURN: usize = 4096;
 
-/// Live numbers of a running server, readable from any thread.
-#[derive(Debug, Default)]
-pub struct Stats {
-    connections_open: AtomicUsize,
-    clients_online: AtomicUsize,
-    timers: AtomicUsize,
-}
-
-impl Stats {
-    /// Sockets held, in any phase (handshake, open, closing).
-    pub fn connections_open(&self) -> usize {
-        self.connections_open.load(Ordering::Relaxed)
-    }
-    /// Client ids in the registry.
-    pub fn clients_online(&self) -> usize {
-        self.clients_online.load(Ordering::Relaxed)
-    }
-    /// Pending timers (one per connection at most, plus the loop's own).
-    pub fn timers(&self) -> usize {
-        self.timers.load(Ordering::Relaxed)
-    }
-}
-
-/// A WebSocket server bound to its address, ready to [`run`](Server::run).
-pub struct Server {
-    poll: Poll,
-    acceptor: Acceptor,
-    local_addr: SocketAddr,
-    /// `None` when not served, and once shutting down.
-    admin_listener: Option<TcpListener>,
-    admin_addr: Option<SocketAddr>,
-    conns: Connections,
-    admin: AdminConns,
-    rbuf: Vec<u8>,
-    start: Instant,
-    stats: Arc<Stats>,
-    handle: Handle,
-    commands: Receiver<Command>,
-    signals: Option<Signals>,
+/// One event loop, ready to [`run`](EventLoop::run) on a thread of its own.
+/// [`Server::run`](crate::Server::run) runs them all; an embedding program
+/// that wants to place the threads itself takes them with
+/// [`Server::into_loops`](crate::Server::into_loops) and must run every one.
+pub struct EventLoop {
+    pub(super) index: usize,
+    pub(super) poll: Poll,
+    pub(super) conns: Connections,
+    /// Loop 0 only: the WebSocket listener.
+    pub(super) acceptor: Option<Acceptor>,
+    /// Loop 0 only; `None` once shutting down.
+    pub(super) admin_listener: Option<TcpListener>,
+    /// Admin connections (loop 0 only).
+    pub(super) admin: AdminConns,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) start: Instant,
+    pub(super) inbox: LoopInbox,
+    /// Loop 0 only, when the server handles signals.
+    pub(super) signals: Option<Signals>,
     /// Commands being run (kept to reuse its capacity).
-    running: Vec<Command>,
+    pub(super) running: Vec<Command>,
     /// Set when a graceful shutdown began: its deadline.
-    shutdown_at: Option<u64>,
+    pub(super) shutdown_at: Option<u64>,
     /// A command asked for a shutdown; it begins once the commands are run.
-    shutdown_requested: bool,
-    exit_now: bool,
+    pub(super) shutdown_requested: bool,
+    pub(super) exit_now: bool,
+    /// Events being published (kept to reuse its capacity).
+    pub(super) published: Vec<PresenceEvent>,
 }
 
-impl Server {
-    /// Binds the listeners, with the binary's behaviour for application
-    /// messages (dropped, or echoed with `echo`). Nothing is served until
-    /// [`run`](Server::run).
-    pub fn bind(cfg: Config) -> io::Result<Server> {
-        Self::build(cfg, Box::new(NoopHandler), false)
+impl EventLoop {
+    /// This loop's index (0 to `--threads` − 1).
+    pub fn index(&self) -> usize {
+        self.index
     }
 
-    /// Binds the listeners; `handler` gets the connections' events and
-    /// application messages.
-    pub fn with_handler(cfg: Config, handler: impl Handler) -> io::Result<Server> {
-        Self::build(cfg, Box::new(handler), true)
+    fn shared(&self) -> &Arc<Shared> {
+        &self.conns.shared
     }
 
-    fn build(cfg: Config, handler: Box<dyn Handler>, app_handler: bool) -> io::Result<Server> {
-        cfg.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let poll = Poll::new()?;
-        let mut listener = bind_listener(cfg.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {} (--listen): {e}", cfg.listen)))?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
-        let (admin_listener, admin_addr) = match cfg.admin_listen {
-            Some(addr) => {
-                let mut l = bind_listener(addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin-listen): {e}")))?;
-                let a = l.local_addr()?;
-                poll.registry()
-                    .register(&mut l, Source::AdminListener.token(), Interest::READABLE)?;
-                (Some(l), Some(a))
-            }
-            None => (None, None),
-        };
-        let signals = if cfg.handle_signals {
-            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-            poll.registry()
-                .register(&mut s, Source::Signals.token(), Interest::READABLE)?;
-            Some(s)
-        } else {
-            None
-        };
-        let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
-        // Reserve the connection table and the timer arena for the
-        // configured maximum up front: the memory is only address space
-        // until a connection touches its slot, so resident memory grows one
-        // connection at a time instead of doubling (and copying) as a vector
-        // would.
-        let reserve = cfg.max_connections.min(MAX_PRESIZE);
-        let (tx, commands) = sync_channel(QUEUE_CAPACITY);
-        let admin = AdminConns::new(&cfg, poll.registry().try_clone()?, READ_BUFFER);
-        let cx = Context::new(cfg, handler, app_handler, reserve);
-        let conns = Connections::new(cx, poll.registry().try_clone()?, reserve);
-        Ok(Server {
-            poll,
-            acceptor: Acceptor::new(listener),
-            local_addr,
-            admin_listener,
-            admin_addr,
-            conns,
-            admin,
-            rbuf: vec![0; READ_BUFFER],
-            start: Instant::now(),
-            stats: Arc::default(),
-            handle: Handle { tx, waker },
-            commands,
-            signals,
-            running: Vec::new(),
-            shutdown_at: None,
-            shutdown_requested: false,
-            exit_now: false,
-        })
-    }
-
-    /// A handle for other threads: push, broadcast, kick, shut down.
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
-    /// The address the admin API is bound to, if it is served.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// The address the WebSocket listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Live numbers, updated at the end of every loop turn.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// Runs the loop on the calling thread.
+    /// Runs the loop on the calling thread until the server stops.
     pub fn run(mut self) -> io::Result<()> {
-        info!("listening on ws://{}", self.local_addr);
-        if let Some(a) = self.admin_addr {
-            info!("admin API on http://{a}");
+        let result = self.serve();
+        // Whatever ended this loop, the others must not wait for it.
+        let shared = self.shared().clone();
+        shared.loops[self.index].stopped.store(true, Ordering::Release);
+        if self.index == 0 {
+            for l in 1..shared.loops.len() {
+                shared.send(l, LoopMsg::Exit);
+            }
+        } else {
+            let _ = shared.loops[0].waker.wake();
         }
-        let cfg = &self.conns.cx.cfg;
-        if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
-            warn!(
-                "--heartbeat-interval ({:?}) is not below --heartbeat-timeout ({:?}): clients that only answer server heartbeats will be evicted",
-                cfg.heartbeat_interval, cfg.heartbeat_timeout
-            );
-        }
+        result
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut fanning_out = false;
         loop {
             self.tick();
             let now = self.conns.cx.now();
-            let timeout = self
-                .next_deadline()
-                .map(|t| Duration::from_millis(t.saturating_sub(now)));
+            let timeout = if fanning_out {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|t| Duration::from_millis(t.saturating_sub(now)))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -210,13 +110,20 @@ impl Server {
                 let hangup = ev.is_read_closed() || ev.is_error();
                 let readable = ev.is_readable() || hangup;
                 match Source::of(ev.token()) {
-                    Source::Listener => self.acceptor.accept(&mut self.conns, &mut self.rbuf),
+                    Source::Listener => {
+                        if let Some(a) = &mut self.acceptor {
+                            a.accept(&mut self.conns, &mut self.rbuf);
+                        }
+                    }
                     Source::AdminListener => {
                         if let Some(l) = &self.admin_listener {
                             self.admin.accept(l, self.conns.cx.now());
                         }
                     }
-                    Source::Waker => self.take_commands(),
+                    Source::Waker => {
+                        self.take_commands();
+                        self.take_messages();
+                    }
                     Source::Signals => self.on_signals(),
                     Source::Conn(slot) => {
                         if let Some(idx) = self.conns.live_token(slot, ev.token()) {
@@ -233,11 +140,22 @@ impl Server {
                 self.run_deferred();
             }
             self.expire_timers();
+            fanning_out = self.conns.run_fanouts();
+            self.run_deferred();
             self.end_turn();
             if let Some(deadline) = self.shutdown_at {
-                self.admin.shut_down();
                 let now = self.conns.cx.now();
-                let drained = self.conns.table.is_empty() && self.admin.is_empty();
+                let others_stopped = self.index != 0
+                    || self.shared().loops[1..]
+                        .iter()
+                        .all(|l| l.stopped.load(Ordering::Acquire));
+                if others_stopped && self.index == 0 {
+                    // Their last presence changes were recorded before they
+                    // stopped: publish them, then let `/events` streams end.
+                    self.publish_events();
+                    self.admin.shut_down();
+                }
+                let drained = self.conns.table.is_empty() && self.admin.is_empty() && others_stopped;
                 if self.exit_now || now >= deadline || drained {
                     if !self.conns.table.is_empty() {
                         warn!(
@@ -245,7 +163,9 @@ impl Server {
                             self.conns.table.len()
                         );
                     }
-                    info!("stopped");
+                    if self.index == 0 {
+                        info!("stopped");
+                    }
                     return Ok(());
                 }
             }
@@ -268,7 +188,7 @@ impl Server {
         [
             self.conns.cx.timers.next_expiry(),
             self.admin.next_expiry(),
-            self.acceptor.retry_at,
+            self.acceptor.as_ref().and_then(|a| a.retry_at),
             self.shutdown_at,
         ]
         .into_iter()
@@ -306,13 +226,46 @@ impl Server {
     /// senders be evicted).
     fn take_commands(&mut self) {
         for _ in 0..COMMANDS_PER_TURN {
-            match self.commands.try_recv() {
+            match self.inbox.commands.try_recv() {
                 Ok(c) => self.conns.cx.ctl.commands.push(c),
                 Err(_) => return,
             }
         }
         // More may be waiting: make sure the next turn comes back for them.
-        let _ = self.handle.waker.wake();
+        let _ = self.shared().loops[self.index].waker.wake();
+    }
+
+    /// Takes what other loops sent, a bounded batch per turn.
+    fn take_messages(&mut self) {
+        for _ in 0..MESSAGES_PER_TURN {
+            let msg = match self.inbox.inbox.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            match msg {
+                LoopMsg::Command(c) => self.conns.cx.ctl.commands.push(c),
+                LoopMsg::Adopt(stream) => {
+                    if self.shutdown_at.is_some() {
+                        // Accepted as the shutdown began: not served.
+                        self.shared().loops[self.index].assigned.fetch_sub(1, Ordering::Relaxed);
+                    } else if let Err(e) = self.conns.insert(stream) {
+                        warn!("cannot register an adopted connection: {e}");
+                    }
+                }
+                LoopMsg::Ask(q, reply) => {
+                    let answer = match q {
+                        Question::Clients(wanted) => Answer::Clients(client_infos(&self.conns, &wanted)),
+                        Question::Numbers => Answer::Numbers(Box::new(loop_numbers(&self.conns))),
+                        Question::Broadcast(frame) => Answer::Recipients(self.conns.start_fanout(frame)),
+                    };
+                    // The asker may have given up waiting.
+                    let _ = reply.send(answer);
+                }
+                LoopMsg::Exit => self.exit_now = true,
+            }
+            self.run_deferred();
+        }
+        let _ = self.shared().loops[self.index].waker.wake();
     }
 
     /// Runs what handlers, replacements and other threads queued, then a
@@ -327,8 +280,10 @@ impl Server {
 
     /// Runs the timers due now.
     fn expire_timers(&mut self) {
-        self.acceptor.retry(&mut self.conns, &mut self.rbuf);
-        self.run_deferred();
+        if let Some(a) = &mut self.acceptor {
+            a.retry(&mut self.conns, &mut self.rbuf);
+            self.run_deferred();
+        }
         let now = self.conns.cx.now();
         while let Some((_, id)) = self.conns.cx.timers.poll(now) {
             if let Some(idx) = self.conns.live(id) {
@@ -340,6 +295,14 @@ impl Server {
     }
 
     fn begin_shutdown(&mut self) {
+        if self.index == 0 {
+            // Every loop closes its own clients; a second request stops them
+            // all at once.
+            let shared = self.shared().clone();
+            for l in 1..shared.loops.len() {
+                shared.send(l, LoopMsg::Command(Command::Shutdown));
+            }
+        }
         if self.shutdown_at.is_some() {
             warn!("second shutdown request: stopping now");
             self.exit_now = true;
@@ -347,32 +310,54 @@ impl Server {
         }
         let open = self.conns.table.len();
         let timeout = self.conns.cx.cfg.shutdown_timeout;
-        info!("shutting down: closing {open} connections (waiting up to {timeout:?})");
+        if self.index == 0 {
+            info!("shutting down: closing connections (waiting up to {timeout:?})");
+        }
+        debug!("loop {}: closing {open} connections", self.index);
         self.shutdown_at = Some(self.conns.cx.now() + ms(timeout));
         // Stop accepting: closing the listeners refuses new connections.
-        self.acceptor.listener = None;
+        self.acceptor = None;
         self.admin_listener = None;
         self.conns.shut_down_all();
     }
 
     fn end_turn(&mut self) {
-        let cx = &mut self.conns.cx;
+        let shared = self.conns.shared.clone();
+        let link = &shared.loops[self.index];
         // Numbers first: whoever hears of an event can already see it counted.
-        self.stats
-            .connections_open
-            .store(self.conns.table.len(), Ordering::Relaxed);
-        self.stats.clients_online.store(cx.registry.len(), Ordering::Relaxed);
-        let timers = cx.timers.len() + self.admin.timers();
-        self.stats.timers.store(timers, Ordering::Relaxed);
-        if !cx.events.is_empty() {
-            for ev in &cx.events {
-                match ev {
-                    PresenceEvent::Online { id, .. } => debug!("online {id}"),
-                    PresenceEvent::Offline { id, reason, .. } => debug!("offline {id}: {}", reason.as_str()),
-                }
-            }
-            self.admin.publish(&cx.events);
-            cx.events.clear();
+        link.connections_open.store(self.conns.table.len(), Ordering::Relaxed);
+        let timers = self.conns.cx.timers.len() + self.admin.timers();
+        link.timers.store(timers, Ordering::Relaxed);
+        let cx = &mut self.conns.cx;
+        if self.index != 0 && !cx.events.is_empty() && shared.subscribers.load(Ordering::Relaxed) > 0 {
+            // Loop 0 publishes the directory's record, in the order the
+            // changes were decided on every loop: tell it there is news.
+            let _ = shared.loops[0].waker.wake();
         }
+        for ev in cx.events.drain(..) {
+            match ev {
+                PresenceEvent::Online { id, .. } => debug!("online {id}"),
+                PresenceEvent::Offline { id, reason, .. } => debug!("offline {id}: {}", reason.as_str()),
+            }
+        }
+        if self.index == 0 {
+            self.publish_events();
+        }
+    }
+
+    /// Loop 0: hands the presence changes of every loop to the `/events`
+    /// subscribers, and has them recorded only while there are some.
+    fn publish_events(&mut self) {
+        let shared = self.conns.shared.clone();
+        let subscribers = self.admin.subscribers();
+        shared.subscribers.store(subscribers, Ordering::Relaxed);
+        shared.directory.watch(subscribers > 0);
+        let mut events = std::mem::take(&mut self.published);
+        shared.directory.take_events(&mut events);
+        if !events.is_empty() {
+            self.admin.publish(&events);
+            events.clear();
+        }
+        self.published = events;
     }
 }

@@ -1,16 +1,14 @@
-//! A cloneable, `Send` handle that reaches the event loop from other
-//! threads: commands go into a bounded queue and a `mio::Waker` wakes the
-//! loop to run them.
+//! A cloneable, `Send` handle that reaches the event loops from other
+//! threads: commands go into the bounded queue of the loop that holds the
+//! connection concerned, and its `mio::Waker` wakes it to run them.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 
-use mio::Waker;
-
+use super::links::Shared;
 use crate::handler::{Command, ConnId, Outgoing};
 
-/// How many commands may wait for the loop before senders block. Bounds the
+/// How many commands may wait for a loop before senders block. Bounds the
 /// memory a busy producer can pin while the loop catches up.
 pub(crate) const QUEUE_CAPACITY: usize = 65_536;
 
@@ -28,16 +26,15 @@ impl std::error::Error for ServerGone {}
 
 /// Talks to a running [`Server`](crate::Server) from any thread.
 ///
-/// Commands are queued (at most 65,536 waiting; beyond that a call blocks
-/// until the loop catches up) and run on the loop in order. Delivery is
-/// fire-and-forget: a push to an id that is offline when the loop runs it
-/// is dropped. Do not call a handle from inside a [`Handler`](crate::Handler)
-/// callback — use its [`Control`](crate::Control) — or the loop may block
-/// on its own queue.
+/// Commands are queued (at most 65,536 waiting per loop; beyond that a call
+/// blocks until the loop catches up) and run on the loop that holds the
+/// client, in order. Delivery is fire-and-forget: a push to an id that is
+/// offline when the loop runs it is dropped. Do not call a handle from
+/// inside a [`Handler`](crate::Handler) callback — use its
+/// [`Control`](crate::Control) — or the loop may block on its own queue.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) tx: SyncSender<Command>,
-    pub(crate) waker: Arc<Waker>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Handle {
@@ -47,35 +44,42 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    fn submit(&self, c: Command) -> Result<(), ServerGone> {
-        self.tx.send(c).map_err(|_| ServerGone)?;
-        self.waker.wake().map_err(|_| ServerGone)
+    fn submit(&self, to: usize, c: Command) -> Result<(), ServerGone> {
+        let link = self.shared.loops.get(to).ok_or(ServerGone)?;
+        link.commands.send(c).map_err(|_| ServerGone)?;
+        link.waker.wake().map_err(|_| ServerGone)
+    }
+
+    /// The loop to run a command about client `id` on: the one holding it,
+    /// or loop 0 (which looks again when it runs the command).
+    fn owner(&self, id: &str) -> usize {
+        self.shared.directory.lookup(id).map_or(0, ConnId::loop_index)
     }
 
     /// Sends a message to the client with id `id`.
     pub fn send(&self, id: &str, msg: impl Into<Outgoing>) -> Result<(), ServerGone> {
-        self.submit(Command::SendId(id.into(), msg.into()))
+        self.submit(self.owner(id), Command::SendId(id.into(), msg.into()))
     }
 
     /// Sends a message to one connection.
     pub fn send_conn(&self, conn: ConnId, msg: impl Into<Outgoing>) -> Result<(), ServerGone> {
-        self.submit(Command::SendConn(conn, msg.into()))
+        self.submit(conn.loop_index(), Command::SendConn(conn, msg.into()))
     }
 
-    /// Sends a message to every open connection.
+    /// Sends a message to every open connection, on every loop.
     pub fn broadcast(&self, msg: impl Into<Outgoing>) -> Result<(), ServerGone> {
-        self.submit(Command::Broadcast(msg.into()))
+        self.submit(0, Command::Broadcast(msg.into()))
     }
 
     /// Closes the connection of client `id` with 4003 and `reason`.
     pub fn kick(&self, id: &str, reason: &str) -> Result<(), ServerGone> {
-        self.submit(Command::Kick(id.into(), reason.to_string()))
+        self.submit(self.owner(id), Command::Kick(id.into(), reason.to_string()))
     }
 
     /// Starts a graceful shutdown: stop accepting, close every client with
     /// 1001, wait up to the shutdown timeout, then return from `run`. A
     /// second call stops at once.
     pub fn shutdown(&self) -> Result<(), ServerGone> {
-        self.submit(Command::Shutdown)
+        self.submit(0, Command::Shutdown)
     }
 }

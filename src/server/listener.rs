@@ -8,7 +8,10 @@ use std::net::{Shutdown, SocketAddr};
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 
+use std::sync::atomic::Ordering;
+
 use super::connections::Connections;
+use super::links::LoopMsg;
 use crate::metrics::RejectReason;
 use crate::protocol::handshake::{self, Rejection};
 
@@ -50,7 +53,8 @@ impl Acceptor {
         }
     }
 
-    /// Accepts every waiting connection into `conns`.
+    /// Accepts every waiting connection, each for the loop with the fewest
+    /// (this one's `conns`, or another loop's, which adopts it).
     pub fn accept(&mut self, conns: &mut Connections, rbuf: &mut [u8]) {
         if self.retry_at.is_some() {
             return;
@@ -61,16 +65,26 @@ impl Acceptor {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     conns.cx.metrics.connections_accepted += 1;
-                    if conns.table.len() >= conns.cx.cfg.max_connections {
+                    let shared = conns.shared.clone();
+                    if shared.total_assigned() >= conns.cx.cfg.max_connections {
                         conns.cx.metrics.reject(RejectReason::MaxConnections);
                         refuse(conns, stream, rbuf, "server at its connection limit");
                         debug!("{peer}: refused, at --max-connections");
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    match conns.insert(stream) {
-                        Ok(()) => debug!("{peer}: accepted"),
-                        Err(e) => warn!("{peer}: cannot register: {e}"),
+                    let to = shared.least_loaded();
+                    shared.loops[to].assigned.fetch_add(1, Ordering::Relaxed);
+                    if to == conns.loop_index {
+                        match conns.insert(stream) {
+                            Ok(()) => debug!("{peer}: accepted"),
+                            Err(e) => warn!("{peer}: cannot register: {e}"),
+                        }
+                    } else if shared.send(to, LoopMsg::Adopt(stream)) {
+                        debug!("{peer}: accepted for loop {to}");
+                    } else {
+                        // That loop has stopped (the process is exiting).
+                        shared.loops[to].assigned.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -1,14 +1,16 @@
-//! The server: the event loop and everything it does with sockets. The
+//! The server: the event loops and everything they do with sockets. The
 //! connections' logic is the sans-IO `crate::session`; this module moves
-//! bytes, owns the sockets and the loop.
+//! bytes, owns the sockets and the loops.
 //!
-//! - `event_loop.rs`: `Server`, start-up, the poll loop, dispatch, shutdown
-//! - `listener.rs`: binding, accepting, refusing with 503
-//! - `connections.rs`: WebSocket sockets ↔ sessions: reads, writes, drops
-//! - `commands.rs`: push, broadcast, kick, replacement, on the loop
+//! - `launch.rs`: `Server`, start-up, one `EventLoop` per thread, `Stats`
+//! - `event_loop.rs`: one loop: poll, dispatch, timers, shutdown
+//! - `links.rs`: what loops share and how they reach each other
+//! - `listener.rs`: binding, accepting (for every loop), refusing with 503
+//! - `connections.rs`: WebSocket sockets <-> sessions: reads, writes, drops
+//! - `commands.rs`: push, broadcast, kick, replacement, routed to their loop
 //! - `admin_conns.rs`: admin API sockets, answered through `backend.rs`
 //! - `token.rs`: what a `mio::Token` names
-//! - `handle.rs`: reaching the loop from other threads
+//! - `handle.rs`: reaching the loops from other threads
 
 mod admin_conns;
 mod backend;
@@ -17,8 +19,11 @@ mod connections;
 mod event_loop;
 mod fd_limit;
 pub mod handle;
+mod launch;
+mod links;
 mod listener;
 mod token;
 
-pub use event_loop::{Server, Stats};
+pub use event_loop::EventLoop;
 pub use fd_limit::raise_fd_limit;
+pub use launch::{Server, Stats};

@@ -78,13 +78,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_keep_the_generation() {
         for (slot, generation) in [(0, 0), (7, 1), (123_456, ConnId::GENERATION_MASK)] {
-            let id = ConnId::new(slot, generation);
+            let id = ConnId::new(slot, 3, generation);
             assert_eq!(Source::of(conn_token(id)), Source::Conn(slot));
             assert_eq!(Source::of(admin_token(id)), Source::Admin(slot));
             // The same slot in a later generation gets another token.
             assert_ne!(
                 conn_token(id),
-                conn_token(ConnId::new(slot, generation.wrapping_add(1)))
+                conn_token(ConnId::new(slot, 3, generation.wrapping_add(1)))
             );
         }
         let own = [Source::Listener, Source::AdminListener, Source::Waker, Source::Signals];

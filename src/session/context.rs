@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::{Config, ServerHeartbeat};
 use crate::handler::{Command, ConnId, ConnInfo, Control, Handler};
 use crate::metrics::Metrics;
-use crate::presence::{Bind, OfflineReason, PresenceEvent, Registry};
+use crate::presence::{Bind, Directory, OfflineReason, PresenceEvent};
 use crate::protocol::handshake::Policy;
 use crate::protocol::heartbeat::Schedule;
 use crate::protocol::message::Limits;
@@ -30,8 +30,12 @@ pub struct Context {
     pub(super) close_timeout: u64,
     /// One timer per session, named by its id.
     pub timers: TimerWheel<ConnId>,
-    pub registry: Registry,
-    /// Presence changes since the driver last took them.
+    /// Where client ids are bound: shared by every loop of the process.
+    pub registry: Arc<dyn Directory>,
+    /// Sessions upgraded and not yet left (the recipients of a broadcast).
+    pub open: usize,
+    /// This loop's presence changes since the driver last took them (for
+    /// its log; `/events` reads the directory's, ordered across loops).
     pub events: Vec<PresenceEvent>,
     pub metrics: Metrics,
     /// What the session being served wants written, in order; the driver
@@ -51,8 +55,15 @@ pub fn ms(d: Duration) -> u64 {
 }
 
 impl Context {
-    /// `capacity`: sessions to reserve timer room for up front.
-    pub fn new(cfg: Config, handler: Box<dyn Handler>, app_handler: bool, capacity: usize) -> Context {
+    /// `capacity`: sessions to reserve timer room for up front; `registry`:
+    /// where ids are bound (shared with the other loops, if any).
+    pub fn new(
+        cfg: Config,
+        registry: Arc<dyn Directory>,
+        handler: Box<dyn Handler>,
+        app_handler: bool,
+        capacity: usize,
+    ) -> Context {
         Context {
             schedule: Schedule {
                 interval: ms(cfg.heartbeat_interval),
@@ -68,7 +79,8 @@ impl Context {
             now: 0,
             wall: 0,
             timers: TimerWheel::with_capacity(0, capacity),
-            registry: Registry::new(),
+            registry,
+            open: 0,
             events: Vec::new(),
             metrics: Metrics::default(),
             out: Vec::new(),
@@ -104,7 +116,7 @@ impl Context {
     /// `--duplicate-id reject` keeps it with another session.
     pub(super) fn bind(&mut self, client_id: &mut Option<Arc<str>>, conn: ConnId, id: &str) -> bool {
         let id: Arc<str> = id.into();
-        match self.registry.bind(&id, conn, self.cfg.duplicate_id) {
+        match self.registry.bind(&id, conn, self.cfg.duplicate_id, self.wall) {
             Bind::Bound => {}
             Bind::Replaced(old) => {
                 // Offline first, so a subscriber never sees the id go
@@ -125,7 +137,7 @@ impl Context {
 
     /// Session `conn` lets go of `id`; an offline event if it still held it.
     pub(super) fn unbind(&mut self, id: Arc<str>, conn: ConnId, reason: OfflineReason) {
-        if self.registry.unbind(&id, conn) {
+        if self.registry.unbind(&id, conn, reason, self.wall) {
             self.events.push(PresenceEvent::Offline {
                 id,
                 reason,

@@ -18,6 +18,7 @@
 //! lives behind pointers that are null while there is none.
 
 mod context;
+mod fanout;
 pub mod sim;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::protocol::message::{Decoder, Message};
 use crate::timer::TimerKey;
 
 pub use context::{Context, ms};
+pub use fanout::{Fanout, Sessions};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,6 +312,7 @@ impl<T: PeerAddr> Session<T> {
             return;
         }
         self.joined = false;
+        cx.open -= 1;
         cx.metrics.eviction(reason);
         let info = conn_info(self.id, &self.client_id, &self.io);
         cx.handler.on_close(&info, reason, &mut cx.ctl);
@@ -361,6 +364,7 @@ impl<T: PeerAddr> Session<T> {
                 handshake::write_accept(&mut cx.out, &a.accept);
                 self.phase = Phase::Open;
                 self.joined = true;
+                cx.open += 1;
                 self.connected_at = cx.now;
                 self.last_seen = cx.now;
                 let (next_beat, wake_at) = cx.schedule.start(cx.now);

@@ -9,14 +9,15 @@
 //! tick costs what expires rather than what is registered. `benches/sim.rs`
 //! runs it with a million connections.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use slab::Slab;
 
-use super::{After, Context, Session};
+use super::{After, Context, Fanout, Session, Sessions};
 use crate::config::Config;
 use crate::handler::{Command, NoopHandler};
-use crate::presence::{ConnId, OfflineReason};
+use crate::presence::{ConnId, Directory, OfflineReason, SharedRegistry};
 use crate::protocol::frame::{self, OpCode};
 
 /// What one advance of the clock did.
@@ -29,12 +30,21 @@ pub struct Tick {
     /// Sessions evicted for silence (closed with 4000; they leave the table
     /// when the close timeout passes, as clients that never answer do).
     pub evicted: u64,
+    /// How late the latest heartbeat or eviction came after it was due, in
+    /// ms of the simulated clock.
+    pub max_late_ms: u64,
 }
 
-/// Sessions held in the server's own structures, without sockets.
+/// Sessions held in the server's own structures, without sockets: one
+/// loop's worth. Several, sharing a directory, make a process of several
+/// loops.
 pub struct Simulation {
     table: Slab<Session<()>>,
     cx: Context,
+    loop_index: usize,
+    high_water: usize,
+    /// A broadcast in progress.
+    fanout: Option<Fanout>,
     /// A client's masked `heartbeat` frame, as it arrives off the wire.
     heartbeat_wire: Vec<u8>,
     /// The read buffer the loop would read into.
@@ -42,6 +52,8 @@ pub struct Simulation {
     next_generation: u32,
     /// Commands being run.
     running: Vec<Command>,
+    /// Time to spend per write, standing in for the socket's system call.
+    send_cost: Duration,
 }
 
 fn evictions(cx: &Context) -> u64 {
@@ -52,6 +64,17 @@ impl Simulation {
     /// Room for `capacity` sessions, reserved as the server reserves it;
     /// heartbeat `interval_ms`, eviction after `timeout_ms` of silence.
     pub fn new(capacity: usize, interval_ms: u64, timeout_ms: u64) -> Self {
+        Self::loop_of(0, Arc::new(SharedRegistry::new()), capacity, interval_ms, timeout_ms)
+    }
+
+    /// Loop `loop_index` of a process whose loops share `directory`.
+    pub fn loop_of(
+        loop_index: usize,
+        directory: Arc<dyn Directory>,
+        capacity: usize,
+        interval_ms: u64,
+        timeout_ms: u64,
+    ) -> Self {
         let cfg = Config {
             heartbeat_interval: Duration::from_millis(interval_ms),
             heartbeat_timeout: Duration::from_millis(timeout_ms),
@@ -69,12 +92,23 @@ impl Simulation {
         );
         Simulation {
             table: Slab::with_capacity(capacity),
-            cx: Context::new(cfg, Box::new(NoopHandler), false, capacity),
+            cx: Context::new(cfg, directory, Box::new(NoopHandler), false, capacity),
+            loop_index,
+            high_water: 0,
+            fanout: None,
             heartbeat_wire,
             rbuf: Vec::with_capacity(512),
             next_generation: 0,
             running: Vec::new(),
+            send_cost: Duration::ZERO,
         }
+    }
+
+    /// Spends `cost` on every write from now on, as a socket's `write` would
+    /// (about 1 µs on loopback): without it the simulation measures only
+    /// the server's own work, which is a small part of a broadcast's.
+    pub fn set_send_cost(&mut self, cost: Duration) {
+        self.send_cost = cost;
     }
 
     pub fn now(&self) -> u64 {
@@ -108,6 +142,12 @@ impl Simulation {
     /// wrote is dropped, a closed session leaves the table, and presence
     /// events are handed out (to no one).
     fn apply(&mut self, idx: usize, after: After) {
+        if !self.cx.out.is_empty() && !self.send_cost.is_zero() {
+            let t = std::time::Instant::now();
+            while t.elapsed() < self.send_cost {
+                std::hint::spin_loop();
+            }
+        }
         self.cx.out.clear();
         self.cx.events.clear();
         if let After::Close(..) = after {
@@ -146,7 +186,12 @@ impl Simulation {
         self.next_generation = generation.wrapping_add(1) & ConnId::GENERATION_MASK;
         let entry = self.table.vacant_entry();
         let idx = entry.key();
-        entry.insert(Session::accept((), ConnId::new(idx, generation), &mut self.cx));
+        entry.insert(Session::accept(
+            (),
+            ConnId::new(idx, self.loop_index, generation),
+            &mut self.cx,
+        ));
+        self.high_water = self.high_water.max(idx + 1);
         self.rbuf.clear();
         self.rbuf.extend_from_slice(b"GET /?client_id=");
         self.rbuf.extend_from_slice(id.as_bytes());
@@ -179,8 +224,10 @@ impl Simulation {
         let now = self.cx.now();
         let (beats, evicted) = (self.cx.metrics.heartbeats_sent, evictions(&self.cx));
         let mut fired = 0;
-        while let Some((_, id)) = self.cx.timers.poll(now) {
+        let mut max_late_ms = 0;
+        while let Some((due, id)) = self.cx.timers.poll_due(now) {
             fired += 1;
+            max_late_ms = max_late_ms.max(now.saturating_sub(due));
             if let Some(idx) = self.live(id) {
                 let after = self.table[idx].on_timer(&mut self.cx);
                 self.apply(idx, after);
@@ -190,7 +237,32 @@ impl Simulation {
             fired,
             beats: self.cx.metrics.heartbeats_sent - beats,
             evicted: evictions(&self.cx) - evicted,
+            max_late_ms,
         }
+    }
+
+    /// Starts a broadcast of `frame` to every open session (as the loop
+    /// does: the bytes encoded once, shared).
+    pub fn broadcast(&mut self, frame: Arc<[u8]>) {
+        self.fanout = Some(Fanout::new(frame));
+    }
+
+    /// Sends the broadcast in progress until `out_of_time` says stop. True
+    /// when it is done (or none is in progress).
+    pub fn step_broadcast(&mut self, out_of_time: impl FnMut() -> bool) -> bool {
+        let Some(mut f) = self.fanout.take() else {
+            return true;
+        };
+        if f.step(self, out_of_time) {
+            return true;
+        }
+        self.fanout = Some(f);
+        false
+    }
+
+    /// Messages sent (broadcast frames and text heartbeats).
+    pub fn messages_sent(&self) -> u64 {
+        self.cx.metrics.messages_sent
     }
 
     /// Whether no session holds decoder state (an idle one should hold none).
@@ -211,6 +283,23 @@ impl Simulation {
     #[doc(hidden)]
     pub fn decoder_size() -> usize {
         std::mem::size_of::<crate::protocol::message::Decoder>()
+    }
+}
+
+impl Sessions for Simulation {
+    type Io = ();
+
+    fn slots(&self) -> usize {
+        self.high_water
+    }
+
+    fn session(&mut self, slot: usize) -> Option<(&mut Session<()>, &mut Context)> {
+        let Simulation { table, cx, .. } = self;
+        table.get_mut(slot).map(|s| (s, cx))
+    }
+
+    fn carry_out(&mut self, slot: usize, after: After) {
+        self.apply(slot, after);
     }
 }
 
@@ -278,6 +367,22 @@ mod tests {
                 t.fired
             );
         }
+    }
+
+    #[test]
+    fn a_broadcast_in_slices_reaches_everyone_once() {
+        let mut sim = Simulation::new(1000, 30_000, 60_000);
+        for i in 0..1000 {
+            sim.connect(&format!("d{i}"));
+        }
+        sim.broadcast(Arc::from(&b"\x81\x02hi"[..]));
+        let mut steps = 0;
+        // A budget of one look at the clock per step: 64 sessions a slice.
+        while !sim.step_broadcast(|| true) {
+            steps += 1;
+        }
+        assert_eq!(steps, 1000 / 64);
+        assert_eq!(sim.messages_sent(), 1000);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{Config, DuplicateId};
 use crate::handler::{Command, Control, Handler};
-use crate::presence::PresenceEvent;
+use crate::presence::{PresenceEvent, SharedRegistry};
 
 const REQUEST: &str = "GET /?client_id=dev-1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -33,7 +33,10 @@ impl Handler for Log {
 
 fn context(cfg: Config) -> (Context, Log) {
     let log = Log::default();
-    (Context::new(cfg, Box::new(log.clone()), true, 16), log)
+    (
+        Context::new(cfg, Arc::new(SharedRegistry::new()), Box::new(log.clone()), true, 16),
+        log,
+    )
 }
 
 fn cfg() -> Config {
@@ -66,7 +69,7 @@ fn advance(cx: &mut Context, s: &mut Session, now: u64) -> (Vec<After>, Vec<u8>)
 }
 
 fn upgraded(cx: &mut Context) -> Session {
-    let mut s = Session::accept((), ConnId::new(0, 0), cx);
+    let mut s = Session::accept((), ConnId::new(0, 0, 0), cx);
     let mut req = REQUEST.as_bytes().to_vec();
     assert_eq!(s.on_bytes(cx, &mut req), After::Keep);
     assert!(cx.out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
@@ -77,7 +80,7 @@ fn upgraded(cx: &mut Context) -> Session {
 #[test]
 fn the_upgrade_in_pieces_then_frames_in_the_same_read() {
     let (mut cx, log) = context(cfg());
-    let mut s = Session::accept((), ConnId::new(3, 1), &mut cx);
+    let mut s = Session::accept((), ConnId::new(3, 0, 1), &mut cx);
     let mut bytes = REQUEST.as_bytes().to_vec();
     bytes.extend(masked(OpCode::Text, b"heartbeat"));
     bytes.extend(masked(OpCode::Ping, b"p"));
@@ -166,15 +169,15 @@ fn protocol_errors_fail_the_connection_and_a_client_close_is_echoed() {
 fn duplicate_ids_replace_or_reject() {
     let (mut cx, _) = context(cfg());
     let mut old = upgraded(&mut cx);
-    let mut new = Session::accept((), ConnId::new(1, 0), &mut cx);
+    let mut new = Session::accept((), ConnId::new(1, 0, 0), &mut cx);
     assert_eq!(new.on_bytes(&mut cx, &mut REQUEST.as_bytes().to_vec()), After::Keep);
-    assert_eq!(cx.registry.get("dev-1"), Some(new.id()));
+    assert_eq!(cx.registry.lookup("dev-1"), Some(new.id()));
     assert!(matches!(cx.ctl.commands[..], [Command::Replaced(id)] if id == old.id()));
     cx.out.clear();
     assert_eq!(old.replaced(&mut cx), After::Keep);
     assert_eq!(&cx.out[..4], [0x88, 32, 0x0F, 0xA1], "4001");
     assert_eq!(
-        cx.registry.get("dev-1"),
+        cx.registry.lookup("dev-1"),
         Some(new.id()),
         "the old one's leaving spares the new"
     );
@@ -184,10 +187,10 @@ fn duplicate_ids_replace_or_reject() {
         ..cfg()
     });
     let first = upgraded(&mut cx);
-    let mut second = Session::accept((), ConnId::new(1, 0), &mut cx);
+    let mut second = Session::accept((), ConnId::new(1, 0, 0), &mut cx);
     assert_eq!(second.on_bytes(&mut cx, &mut REQUEST.as_bytes().to_vec()), After::Keep);
     assert!(cx.out.windows(2).any(|w| w == [0x0F, 0xA2]), "4002");
-    assert_eq!(cx.registry.get("dev-1"), Some(first.id()));
+    assert_eq!(cx.registry.lookup("dev-1"), Some(first.id()));
     assert_eq!(second.phase(), Phase::Closing);
 }
 

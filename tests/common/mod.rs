@@ -32,12 +32,48 @@ pub struct TestServer {
     pub thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
+thread_local! {
+    /// Event loops for the servers this test thread starts.
+    static THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Event loops the current test runs its servers with: 1, or 2 under
+/// [`with_threads`].
+pub fn threads() -> usize {
+    THREADS.with(std::cell::Cell::get)
+}
+
+/// Runs `test` with servers of `n` event loops.
+pub fn with_threads(n: usize, test: fn()) {
+    THREADS.with(|t| t.set(n));
+    test();
+}
+
+/// Runs each named test a second time with two event loops, as
+/// `NAME::threads_2` (the test itself runs with one): every test of the
+/// endpoint, heartbeats, presence, admin API and shutdown holds whatever
+/// `--threads` is.
+#[macro_export]
+macro_rules! also_with_two_loops {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn threads_2() {
+                    super::common::with_threads(2, super::$name);
+                }
+            }
+        )*
+    };
+}
+
 /// Test settings: both listeners on free loopback ports, no signal handling
-/// (tests share one process).
+/// (tests share one process), the test's number of event loops.
 pub fn test_config(mut cfg: wsbeat::Config) -> wsbeat::Config {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.handle_signals = false;
+    cfg.threads = threads();
     cfg
 }
 
@@ -113,6 +149,47 @@ impl Raw {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_nodelay(true).unwrap();
         Raw { s, buf: Vec::new() }
+    }
+
+    /// Wraps a connected socket (e.g. one bound to a chosen source address).
+    pub fn from_stream(s: TcpStream) -> Raw {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw { s, buf: Vec::new() }
+    }
+
+    /// The next frame if one arrives within the socket's read timeout (set
+    /// it short first); `None` if none does. A closed connection panics.
+    pub fn read_frame_nowait(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((h, n)) = frame::parse_header_any(&self.buf).expect("valid server frame") {
+                let end = n + h.len as usize;
+                if self.buf.len() >= end {
+                    let payload = self.buf[n..end].to_vec();
+                    self.buf.drain(..end);
+                    return Some(Frame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    });
+                }
+            }
+            let mut tmp = [0u8; 4096];
+            match self.s.read(&mut tmp) {
+                Ok(0) => panic!("connection closed without a frame"),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Whatever arrives next (at least one byte), as text.
+    pub fn read_some(&mut self) -> String {
+        if self.buf.is_empty() {
+            self.fill();
+        }
+        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
     }
 
     /// Connects and completes the upgrade on `path`.
@@ -351,6 +428,9 @@ pub fn wsbeat_command() -> std::process::Command {
 pub fn start_binary(mut cmd: std::process::Command) -> Proc {
     use std::io::BufRead;
     use std::process::Stdio;
+    // The test's number of event loops, unless the test chose (a flag beats
+    // the variable).
+    cmd.env("WSBEAT_THREADS", threads().to_string());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,0 +1,313 @@
+//! [`Server`]: binds the listeners, builds one [`EventLoop`] per
+//! `--threads`, runs them, and hands out what other threads use to reach
+//! them ([`Handle`], [`Stats`]).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use log::{info, warn};
+use mio::{Interest, Poll, Waker};
+use signal_hook_mio::v1_0::Signals;
+
+use super::admin_conns::AdminConns;
+use super::connections::Connections;
+use super::event_loop::EventLoop;
+use super::handle::{Handle, QUEUE_CAPACITY};
+use super::links::{LoopLink, Shared};
+use super::listener::{Acceptor, bind_listener};
+use super::token::Source;
+use crate::config::{Config, ServerHeartbeat};
+use crate::handler::{AppMessage, ConnInfo, Control, Handler, NoopHandler};
+use crate::presence::{OfflineReason, SharedRegistry};
+use crate::session::Context;
+
+/// One read buffer per loop. Large enough that a busy connection needs few
+/// reads per turn; a connection keeps bytes of its own only when a frame is
+/// split across reads.
+const READ_BUFFER: usize = 64 * 1024;
+/// Most connections whose table is reserved at start-up, per loop (beyond it
+/// the table grows as needed).
+const MAX_PRESIZE: usize = 4 << 20;
+
+/// Live numbers of a running server, readable from any thread.
+pub struct Stats {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stats")
+            .field("connections_open", &self.connections_open())
+            .field("clients_online", &self.clients_online())
+            .field("timers", &self.timers())
+            .finish()
+    }
+}
+
+impl Stats {
+    fn sum(&self, f: impl Fn(&LoopLink) -> &AtomicUsize) -> usize {
+        self.shared.loops.iter().map(|l| f(l).load(Ordering::Relaxed)).sum()
+    }
+    /// Sockets held, in any phase (handshake, open, closing), by every loop
+    /// at the end of its last turn.
+    pub fn connections_open(&self) -> usize {
+        self.sum(|l| &l.connections_open)
+    }
+    /// Client ids online.
+    pub fn clients_online(&self) -> usize {
+        self.shared.directory.len()
+    }
+    /// Pending timers (one per connection at most, plus admin connections').
+    pub fn timers(&self) -> usize {
+        self.sum(|l| &l.timers)
+    }
+    /// Connections held by each loop, by loop index.
+    pub fn loop_connections(&self) -> Vec<usize> {
+        self.shared
+            .loops
+            .iter()
+            .map(|l| l.assigned.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// A WebSocket server bound to its address, ready to [`run`](Server::run).
+pub struct Server {
+    loops: Vec<EventLoop>,
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+}
+
+/// One handler for every loop, taken in turn (for [`Server::with_handler`]
+/// with more than one loop).
+struct Serialized<H>(Arc<Mutex<H>>);
+
+impl<H: Handler> Serialized<H> {
+    fn with<R>(&self, f: impl FnOnce(&mut H) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl<H: Handler> Handler for Serialized<H> {
+    fn on_open(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
+        self.with(|h| h.on_open(conn, ctl))
+    }
+    fn on_heartbeat(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
+        self.with(|h| h.on_heartbeat(conn, ctl))
+    }
+    fn on_message(&mut self, conn: &ConnInfo<'_>, msg: AppMessage<'_>, ctl: &mut Control) {
+        self.with(|h| h.on_message(conn, msg, ctl))
+    }
+    fn on_close(&mut self, conn: &ConnInfo<'_>, reason: OfflineReason, ctl: &mut Control) {
+        self.with(|h| h.on_close(conn, reason, ctl))
+    }
+}
+
+impl Server {
+    /// Binds the listeners, with the binary's behaviour for application
+    /// messages (dropped, or echoed with `echo`). Nothing is served until
+    /// [`run`](Server::run).
+    pub fn bind(cfg: Config) -> io::Result<Server> {
+        Self::build(cfg, |_| Box::new(NoopHandler), false)
+    }
+
+    /// Binds the listeners; `handler` gets the connections' events and
+    /// application messages. With more than one loop (`threads`), the loops
+    /// take turns with it (a lock around each callback); use
+    /// [`with_handlers`](Server::with_handlers) for one handler per loop and
+    /// no lock.
+    pub fn with_handler<H: Handler>(cfg: Config, handler: H) -> io::Result<Server> {
+        if cfg.threads <= 1 {
+            let mut one = Some(handler);
+            return Self::build(
+                cfg,
+                move |_| match one.take() {
+                    Some(h) => Box::new(h),
+                    None => Box::new(NoopHandler),
+                },
+                true,
+            );
+        }
+        let shared = Arc::new(Mutex::new(handler));
+        Self::build(cfg, move |_| Box::new(Serialized(shared.clone())), true)
+    }
+
+    /// Binds the listeners; `make(i)` builds the handler of loop `i`, which
+    /// gets the events and messages of that loop's connections.
+    pub fn with_handlers<H: Handler>(cfg: Config, mut make: impl FnMut(usize) -> H) -> io::Result<Server> {
+        Self::build(cfg, move |i| Box::new(make(i)), true)
+    }
+
+    fn build(cfg: Config, mut handler: impl FnMut(usize) -> Box<dyn Handler>, app_handler: bool) -> io::Result<Server> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let n = cfg.threads;
+        let polls = (0..n).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
+        let mut links = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        for poll in &polls {
+            let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
+            let (link, inbox) = LoopLink::new(waker, QUEUE_CAPACITY);
+            links.push(link);
+            inboxes.push(inbox);
+        }
+        let shared = Arc::new(Shared {
+            loops: links,
+            directory: Arc::new(SharedRegistry::new()),
+            subscribers: AtomicUsize::new(0),
+        });
+
+        let first = &polls[0];
+        let mut listener = bind_listener(cfg.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {} (--listen): {e}", cfg.listen)))?;
+        let local_addr = listener.local_addr()?;
+        first
+            .registry()
+            .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        let (admin_listener, admin_addr) = match cfg.admin_listen {
+            Some(addr) => {
+                let mut l = bind_listener(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin-listen): {e}")))?;
+                let a = l.local_addr()?;
+                first
+                    .registry()
+                    .register(&mut l, Source::AdminListener.token(), Interest::READABLE)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let signals = if cfg.handle_signals {
+            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+            first
+                .registry()
+                .register(&mut s, Source::Signals.token(), Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
+
+        // Reserve each connection table and timer arena for its share of the
+        // configured maximum up front: the memory is only address space until
+        // a connection touches its slot, so resident memory grows one
+        // connection at a time instead of doubling (and copying) as a vector
+        // would.
+        let reserve = cfg.max_connections.div_ceil(n).min(MAX_PRESIZE);
+        let start = Instant::now();
+        let mut listener = Some(listener);
+        let mut admin_listener = admin_listener;
+        let mut signals = signals;
+        let mut loops = Vec::with_capacity(n);
+        for (index, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+            let cx = Context::new(
+                cfg.clone(),
+                shared.directory.clone(),
+                handler(index),
+                app_handler,
+                reserve,
+            );
+            let conns = Connections::new(cx, index, shared.clone(), poll.registry().try_clone()?, reserve);
+            let admin = AdminConns::new(&cfg, poll.registry().try_clone()?, READ_BUFFER);
+            loops.push(EventLoop {
+                index,
+                poll,
+                conns,
+                acceptor: listener.take().map(Acceptor::new),
+                admin_listener: admin_listener.take(),
+                admin,
+                rbuf: vec![0; READ_BUFFER],
+                start,
+                inbox,
+                signals: signals.take(),
+                running: Vec::new(),
+                shutdown_at: None,
+                shutdown_requested: false,
+                exit_now: false,
+                published: Vec::new(),
+            });
+        }
+        Ok(Server {
+            loops,
+            shared,
+            local_addr,
+            admin_addr,
+        })
+    }
+
+    /// A handle for other threads: push, broadcast, kick, shut down.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The address the admin API is bound to, if it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The address the WebSocket listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Event loops (`threads`).
+    pub fn threads(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Live numbers, updated at the end of every loop turn.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::new(Stats {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// The event loops, for a program that runs each on a thread of its
+    /// choosing (pinned to a CPU, say). Every one must be run; loop 0 (the
+    /// first) leads: it accepts for all, serves the admin API and signals,
+    /// and stops the others when it stops.
+    pub fn into_loops(self) -> Vec<EventLoop> {
+        self.loops
+    }
+
+    /// Runs every loop: loop 0 on the calling thread, the others on threads
+    /// of their own. Returns once all have stopped.
+    pub fn run(self) -> io::Result<()> {
+        info!("listening on ws://{}", self.local_addr);
+        info!("{} event loops (--threads)", self.loops.len());
+        if let Some(a) = self.admin_addr {
+            info!("admin API on http://{a}");
+        }
+        let cfg = &self.loops[0].conns.cx.cfg;
+        if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
+            warn!(
+                "--heartbeat-interval ({:?}) is not below --heartbeat-timeout ({:?}): clients that only answer server heartbeats will be evicted",
+                cfg.heartbeat_interval, cfg.heartbeat_timeout
+            );
+        }
+        let mut loops = self.loops.into_iter();
+        let Some(first) = loops.next() else {
+            return Ok(());
+        };
+        let mut threads = Vec::new();
+        for l in loops {
+            let name = format!("wsbeat-loop-{}", l.index());
+            threads.push(std::thread::Builder::new().name(name).spawn(move || l.run())?);
+        }
+        let mut result = first.run();
+        for t in threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an event loop thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}

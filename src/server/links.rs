@@ -1,0 +1,154 @@
+//! How the loops of one process reach each other: per loop, a bounded queue
+//! for commands from other threads (the library's `Handle`), an unbounded one
+//! for messages between loops, the `mio::Waker` that wakes it, and the count
+//! of connections it was given (for balance and `--max-connections`). Plus
+//! what every loop shares: the id directory and the number of `/events`
+//! subscribers (on loop 0, which serves the admin API).
+//!
+//! Loops never wait for one another, with one exception: loop 0, answering
+//! an admin request, asks the others and waits (at most [`ASK_TIMEOUT`]) —
+//! and they answer without waiting on anyone, so this cannot deadlock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::time::Duration;
+
+use mio::Waker;
+
+use crate::admin::ClientInfo;
+use crate::handler::Command;
+use crate::metrics::Metrics;
+use crate::presence::{ConnId, Directory};
+
+/// How long the admin loop waits for another loop's answer; every admin
+/// answer comes well within the 2 s the API promises.
+pub(super) const ASK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A message from one loop to another.
+pub(super) enum LoopMsg {
+    /// Run this command here (it names a connection of this loop).
+    Command(Command),
+    /// Serve this newly accepted connection.
+    Adopt(mio::net::TcpStream),
+    /// Answer the admin loop.
+    Ask(Question, Sender<Answer>),
+    /// Stop now (the process is exiting).
+    Exit,
+}
+
+pub(super) enum Question {
+    /// What the admin API shows of these clients, if they are still here.
+    Clients(Vec<(Arc<str>, ConnId)>),
+    /// The loop's counters and gauges.
+    Numbers,
+    /// Start sending this frame to every open connection; how many.
+    Broadcast(Arc<[u8]>),
+}
+
+pub(super) enum Answer {
+    Clients(Vec<ClientInfo>),
+    Numbers(Box<LoopNumbers>),
+    Recipients(usize),
+}
+
+/// One loop's share of `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub(super) struct LoopNumbers {
+    pub metrics: Metrics,
+    pub connections_open: usize,
+    pub connections_buffering: usize,
+    pub buffered_bytes: usize,
+}
+
+/// What reaches one loop.
+pub(super) struct LoopLink {
+    /// Commands from other threads; senders block while it is full.
+    pub commands: SyncSender<Command>,
+    /// Messages from other loops; never blocks a loop.
+    pub inbox: Sender<LoopMsg>,
+    pub waker: Arc<Waker>,
+    /// Connections handed to the loop and not yet closed.
+    pub assigned: AtomicUsize,
+    /// Sockets held, as of the end of its last turn.
+    pub connections_open: AtomicUsize,
+    /// Pending timers, as of the end of its last turn.
+    pub timers: AtomicUsize,
+    /// Its `run` has returned.
+    pub stopped: AtomicBool,
+}
+
+/// The receiving ends, taken by the loop itself.
+pub(super) struct LoopInbox {
+    pub commands: Receiver<Command>,
+    pub inbox: Receiver<LoopMsg>,
+}
+
+/// Everything the loops of a process share.
+pub(super) struct Shared {
+    pub loops: Vec<LoopLink>,
+    pub directory: Arc<dyn Directory>,
+    /// Open `/events` streams on loop 0: other loops wake it for their
+    /// presence changes only while someone listens.
+    pub subscribers: AtomicUsize,
+}
+
+impl LoopLink {
+    pub fn new(waker: Arc<Waker>, queue: usize) -> (LoopLink, LoopInbox) {
+        let (commands, commands_rx) = mpsc::sync_channel(queue);
+        let (inbox, inbox_rx) = mpsc::channel();
+        (
+            LoopLink {
+                commands,
+                inbox,
+                waker,
+                assigned: AtomicUsize::new(0),
+                connections_open: AtomicUsize::new(0),
+                timers: AtomicUsize::new(0),
+                stopped: AtomicBool::new(false),
+            },
+            LoopInbox {
+                commands: commands_rx,
+                inbox: inbox_rx,
+            },
+        )
+    }
+}
+
+impl Shared {
+    /// Sends `msg` to loop `to` and wakes it. False when it has stopped.
+    pub fn send(&self, to: usize, msg: LoopMsg) -> bool {
+        let Some(link) = self.loops.get(to) else { return false };
+        link.inbox.send(msg).is_ok() && link.waker.wake().is_ok()
+    }
+
+    /// Asks loop `to` and waits for its answer (see the module doc).
+    pub fn ask(&self, to: usize, q: Question) -> Option<Answer> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(to, LoopMsg::Ask(q, tx)) {
+            return None;
+        }
+        rx.recv_timeout(ASK_TIMEOUT).ok()
+    }
+
+    /// The loop with the fewest connections (the lowest index among
+    /// equals), which takes the next one: within one of every other loop
+    /// whatever the clients' addresses.
+    pub fn least_loaded(&self) -> usize {
+        let mut best = 0;
+        let mut fewest = usize::MAX;
+        for (i, l) in self.loops.iter().enumerate() {
+            let n = l.assigned.load(Ordering::Relaxed);
+            if n < fewest {
+                best = i;
+                fewest = n;
+            }
+        }
+        best
+    }
+
+    /// Connections held by every loop.
+    pub fn total_assigned(&self) -> usize {
+        self.loops.iter().map(|l| l.assigned.load(Ordering::Relaxed)).sum()
+    }
+}
