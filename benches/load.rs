@@ -14,6 +14,9 @@
 //! - `LOAD_PIN` (1): 0 runs everything unpinned.
 //! - `LOAD_WSBEAT_BIN` (this build's `wsbeat`): another wsbeat binary to
 //!   measure, e.g. one built from the commit before a change.
+//! - `LOAD_THREADS` ("1,2"): wsbeat's `--threads` values, each a column. A
+//!   wsbeat with more than one loop runs on every CPU (`taskset -c 0-N`),
+//!   the generator's included: on a 2-CPU machine they compete.
 //!
 //! Scenarios, each against wsbeat then the peer, each on a fresh server:
 //! - idle N: N connections upgrade and send one `heartbeat` (then one every
@@ -121,6 +124,7 @@ struct Config {
     warmup_secs: u64,
     idle_ns: Vec<usize>,
     echo: Vec<(usize, usize)>,
+    threads: Vec<usize>,
 }
 
 fn config(max_n: usize) -> Result<Config, String> {
@@ -156,11 +160,19 @@ fn config(max_n: usize) -> Result<Config, String> {
             }
         }
     }
+    let mut threads = Vec::new();
+    for part in env::var("LOAD_THREADS").unwrap_or_else(|_| "1,2".into()).split(',') {
+        match part.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => threads.push(n),
+            _ => return Err(format!("LOAD_THREADS: bad value {part:?} (want e.g. 1,2)")),
+        }
+    }
     Ok(Config {
         secs,
         warmup_secs,
         idle_ns,
         echo,
+        threads,
     })
 }
 
@@ -176,12 +188,13 @@ fn env_u64(name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
-/// One row of the table: a metric measured on both servers.
+/// One row of the table: a metric measured on wsbeat (at each `--threads`)
+/// and on the peer.
 struct Row {
     scenario: String,
     metric: &'static str,
     decimals: usize,
-    wsbeat: f64,
+    wsbeat: Vec<f64>,
     peer: f64,
 }
 
@@ -212,6 +225,7 @@ fn run() -> Result<(), String> {
         wsbeat_bin,
         self_exe: env::current_exe().map_err(|e| format!("current_exe: {e}"))?,
         server_cpu: pinned.then(|| SERVER_CPU.to_string()),
+        multi_loop_cpus: pinned.then(|| format!("0-{}", cpu_count().saturating_sub(1))),
         setpriv: has_program("setpriv"),
         log_dir: log_dir.clone(),
     };
@@ -224,39 +238,43 @@ fn run() -> Result<(), String> {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut server_cpus = String::new();
-    let mut add = |scenario: String, w: Measured, p: Measured| {
-        for ((metric, decimals, wv), (_, _, pv)) in w.into_iter().zip(p) {
+    // The wsbeat runs (one per --threads), then the peer, per scenario.
+    let mut add = |scenario: String, mut runs: Vec<Measured>| {
+        let p = runs.pop().unwrap_or_default();
+        for (i, (metric, decimals, pv)) in p.into_iter().enumerate() {
             rows.push(Row {
                 scenario: scenario.clone(),
                 metric,
                 decimals,
-                wsbeat: wv,
+                wsbeat: runs.iter().map(|w| w.get(i).map_or(0.0, |m| m.2)).collect(),
                 peer: pv,
             });
         }
     };
+    let servers: Vec<(Kind, usize)> = cfg
+        .threads
+        .iter()
+        .map(|&t| (Kind::Wsbeat, t))
+        .chain([(Kind::Peer, 1)])
+        .collect();
     for &n in &cfg.idle_ns {
-        let name = format!("idle {n}");
-        let mut both = Vec::new();
-        for kind in [Kind::Wsbeat, Kind::Peer] {
-            let mut srv = Server::start(&launch, kind, &format!("idle-{n}"))?;
-            server_cpus = cpus_allowed(&srv.pid().to_string());
-            both.push(idle(&mut srv, n, cfg.secs, clk_tck)?);
+        let mut runs = Vec::new();
+        for &(kind, threads) in &servers {
+            let mut srv = Server::start(&launch, kind, &format!("idle-{n}-t{threads}"), threads)?;
+            if threads == 1 {
+                server_cpus = cpus_allowed(&srv.pid().to_string());
+            }
+            runs.push(idle(&mut srv, n, cfg.secs, clk_tck)?);
         }
-        let p = both.pop().unwrap_or_default();
-        let w = both.pop().unwrap_or_default();
-        add(name, w, p);
+        add(format!("idle {n}"), runs);
     }
     for &(c, k) in &cfg.echo {
-        let name = format!("echo {c}×{k}");
-        let mut both = Vec::new();
-        for kind in [Kind::Wsbeat, Kind::Peer] {
-            let mut srv = Server::start(&launch, kind, &format!("echo-{c}x{k}"))?;
-            both.push(echo(&mut srv, c, k, cfg.warmup_secs, cfg.secs, clk_tck)?);
+        let mut runs = Vec::new();
+        for &(kind, threads) in &servers {
+            let mut srv = Server::start(&launch, kind, &format!("echo-{c}x{k}-t{threads}"), threads)?;
+            runs.push(echo(&mut srv, c, k, cfg.warmup_secs, cfg.secs, clk_tck)?);
         }
-        let p = both.pop().unwrap_or_default();
-        let w = both.pop().unwrap_or_default();
-        add(name, w, p);
+        add(format!("echo {c}×{k}"), runs);
     }
 
     let elapsed = started.elapsed();
@@ -374,10 +392,18 @@ fn render(
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let vars: Vec<String> = ["LOAD_SECS", "LOAD_WARMUP_SECS", "LOAD_IDLE_N", "LOAD_ECHO", "LOAD_PIN"]
-        .iter()
-        .filter_map(|k| env::var(k).ok().map(|v| format!("{k}={v}")))
-        .collect();
+    let vars: Vec<String> = [
+        "LOAD_SECS",
+        "LOAD_WARMUP_SECS",
+        "LOAD_IDLE_N",
+        "LOAD_ECHO",
+        "LOAD_PIN",
+        "LOAD_THREADS",
+        "LOAD_WSBEAT_BIN",
+    ]
+    .iter()
+    .filter_map(|k| env::var(k).ok().map(|v| format!("{k}={v}")))
+    .collect();
     let command = if vars.is_empty() {
         "cargo bench --bench load".to_string()
     } else {
@@ -392,28 +418,40 @@ fn render(
         mem_total_mib(),
         kernel()
     );
-    s += "| scenario | metric | wsbeat | tokio-tungstenite | ratio (wsbeat/peer) |\n";
-    s += "|---|---|---:|---:|---:|\n";
+    let loops = |t: usize| {
+        if t == 1 {
+            "1 loop".to_string()
+        } else {
+            format!("{t} loops")
+        }
+    };
+    s += "| scenario | metric |";
+    for &t in &cfg.threads {
+        s += &format!(" wsbeat, {} |", loops(t));
+    }
+    s += &format!(" tokio-tungstenite | ratio (wsbeat {}/peer) |\n", loops(cfg.threads[0]));
+    s += "|---|---|";
+    s += &"---:|".repeat(cfg.threads.len() + 2);
+    s += "\n";
     for r in rows {
+        let first = r.wsbeat.first().copied().unwrap_or(0.0);
         let ratio = if r.peer != 0.0 {
-            format!("{:.2}", r.wsbeat / r.peer)
+            format!("{:.2}", first / r.peer)
         } else {
             "–".into()
         };
-        s += &format!(
-            "| {} | {} | {} | {} | {} |\n",
-            r.scenario,
-            r.metric,
-            group(r.wsbeat, r.decimals),
-            group(r.peer, r.decimals),
-            ratio
-        );
+        s += &format!("| {} | {} |", r.scenario, r.metric);
+        for &w in &r.wsbeat {
+            s += &format!(" {} |", group(w, r.decimals));
+        }
+        s += &format!(" {} | {} |\n", group(r.peer, r.decimals), ratio);
     }
     s += &format!(
-        "\nSetup: servers on CPUs {server_cpus}, load generator (one mio thread, this bench) on CPUs {gen_cpus}{}; \
+        "\nSetup: servers on CPUs {server_cpus} (wsbeat with more than one loop on every CPU, sharing the generator's), \
+         load generator (one mio thread, this bench) on CPUs {gen_cpus}{}; \
          loopback only, client sockets bound round-robin to 127.0.0.1–127.0.0.{}. \
          Each scenario starts a fresh server. wsbeat: release binary, `--echo --max-connections 100000 \
-         --heartbeat-interval 30s --heartbeat-timeout 60s`, RUST_LOG=warn. tokio-tungstenite 0.30 echo server on a \
+         --heartbeat-interval 30s --heartbeat-timeout 60s --threads N`, RUST_LOG=warn. tokio-tungstenite 0.30 echo server on a \
          current-thread runtime, `read_buffer_size` {} B (default write buffer, flushed per message), no compression. \
          Idle: held {} s after the ramp; CPU per connection is over the ramp. Echo: 32-byte text messages, \
          {} s warm-up then {} s measured. CPU time is utime+stime from /proc/PID/stat at {} ticks/s (±1 tick per reading); \

@@ -4,8 +4,9 @@
 //! knows who is online, evicts the dead, and lets a backend push to any
 //! client by id. The protocol core ([`protocol`]) and each connection's state
 //! machine ([`session`]) are sans-IO: they take bytes and the time and return
-//! decisions. The [`Server`] owns the sockets and the loop, all on the thread
-//! that calls [`Server::run`].
+//! decisions. The [`Server`] owns the sockets and the event loops — one per
+//! [`Config::threads`], loop 0 on the thread that calls [`Server::run`], each
+//! owning the connections it was given.
 //!
 //! The `wsbeat` binary is this, with the default [`NoopHandler`]:
 //!

@@ -378,3 +378,30 @@ fn the_library_handle_reaches_every_loop_and_stops_them_all() {
     s.thread.join().unwrap().unwrap();
     assert_eq!(s.handle.send("h-0", "late"), Err(wsbeat::ServerGone));
 }
+
+/// A handler on any loop may stop the server: every loop's clients get 1001.
+#[test]
+fn a_shutdown_asked_on_another_loop_stops_every_loop() {
+    use wsbeat::{AppMessage, ConnInfo, Control, Handler};
+    struct StopOnStop;
+    impl Handler for StopOnStop {
+        fn on_message(&mut self, _: &ConnInfo<'_>, m: AppMessage<'_>, ctl: &mut Control) {
+            if m == AppMessage::Text("stop") {
+                ctl.shutdown();
+            }
+        }
+    }
+    let cfg = wsbeat::Config {
+        threads: 2,
+        ..test_config(cfg())
+    };
+    let s = spawn_server(wsbeat::Server::with_handlers(cfg, |_| StopOnStop).unwrap());
+    let mut on_loop_0 = Raw::open(s.addr, "/");
+    let mut on_loop_1 = Raw::open(s.addr, "/");
+    assert_eq!(s.stats.loop_connections(), [1, 1]);
+    on_loop_1.send_frame(true, OpCode::Text, b"stop");
+    assert_eq!(on_loop_0.read_close(), 1001);
+    assert_eq!(on_loop_1.read_close(), 1001);
+    drop((on_loop_0, on_loop_1));
+    s.thread.join().unwrap().unwrap();
+}

@@ -35,6 +35,8 @@ pub struct Launch {
     pub self_exe: PathBuf,
     /// `taskset -c CPU` prefix for both servers, when taskset exists.
     pub server_cpu: Option<String>,
+    /// The CPUs for a wsbeat with more than one loop (`taskset -c` list).
+    pub multi_loop_cpus: Option<String>,
     /// `setpriv --pdeathsig KILL` prefix: a server dies with the bench even
     /// when the bench is killed with SIGKILL and no destructor runs.
     pub setpriv: bool,
@@ -54,7 +56,8 @@ pub struct Server {
 impl Server {
     /// Starts a server on a free loopback port and waits until it accepts
     /// TCP connections. `tag` names its log file.
-    pub fn start(l: &Launch, kind: Kind, tag: &str) -> Result<Server, String> {
+    /// `threads`: wsbeat's `--threads` (ignored for the peer).
+    pub fn start(l: &Launch, kind: Kind, tag: &str, threads: usize) -> Result<Server, String> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = l.log_dir.join(format!("{}-{tag}.log", kind.label()));
@@ -76,6 +79,8 @@ impl Server {
                     "30s",
                     "--heartbeat-timeout",
                     "60s",
+                    "--threads",
+                    &threads.to_string(),
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -88,7 +93,11 @@ impl Server {
         if l.setpriv {
             argv.extend(["setpriv", "--pdeathsig", "KILL"].map(OsString::from));
         }
-        if let Some(cpu) = &l.server_cpu {
+        let cpus = match kind {
+            Kind::Wsbeat if threads > 1 => l.multi_loop_cpus.as_ref(),
+            _ => l.server_cpu.as_ref(),
+        };
+        if let Some(cpu) = cpus {
             argv.extend(["taskset".into(), "-c".into(), OsString::from(cpu)]);
         }
         argv.push(prog.into());

@@ -261,6 +261,7 @@ impl EventLoop {
                     // The asker may have given up waiting.
                     let _ = reply.send(answer);
                 }
+                LoopMsg::ShutDown => self.begin_shutdown(),
                 LoopMsg::Exit => self.exit_now = true,
             }
             self.run_deferred();
@@ -269,11 +270,16 @@ impl EventLoop {
     }
 
     /// Runs what handlers, replacements and other threads queued, then a
-    /// shutdown if one was asked for.
+    /// shutdown if one was asked for: loop 0 leads it; another loop asks
+    /// loop 0, which tells every loop.
     fn run_deferred(&mut self) {
         self.shutdown_requested |= self.conns.run_deferred(&mut self.running);
         while std::mem::take(&mut self.shutdown_requested) {
-            self.begin_shutdown();
+            if self.index == 0 {
+                self.begin_shutdown();
+            } else {
+                self.shared().send(0, LoopMsg::Command(Command::Shutdown));
+            }
             self.shutdown_requested |= self.conns.run_deferred(&mut self.running);
         }
     }
@@ -300,7 +306,7 @@ impl EventLoop {
             // all at once.
             let shared = self.shared().clone();
             for l in 1..shared.loops.len() {
-                shared.send(l, LoopMsg::Command(Command::Shutdown));
+                shared.send(l, LoopMsg::ShutDown);
             }
         }
         if self.shutdown_at.is_some() {

@@ -33,6 +33,8 @@ pub(super) enum LoopMsg {
     Adopt(mio::net::TcpStream),
     /// Answer the admin loop.
     Ask(Question, Sender<Answer>),
+    /// From loop 0: the server is shutting down (a second one: stop now).
+    ShutDown,
     /// Stop now (the process is exiting).
     Exit,
 }

@@ -162,17 +162,8 @@ impl Raw {
     /// it short first); `None` if none does. A closed connection panics.
     pub fn read_frame_nowait(&mut self) -> Option<Frame> {
         loop {
-            if let Some((h, n)) = frame::parse_header_any(&self.buf).expect("valid server frame") {
-                let end = n + h.len as usize;
-                if self.buf.len() >= end {
-                    let payload = self.buf[n..end].to_vec();
-                    self.buf.drain(..end);
-                    return Some(Frame {
-                        fin: h.fin,
-                        opcode: h.opcode,
-                        payload,
-                    });
-                }
+            if let Some(f) = self.take_frame() {
+                return Some(f);
             }
             let mut tmp = [0u8; 4096];
             match self.s.read(&mut tmp) {
@@ -262,23 +253,30 @@ impl Raw {
     /// Reads one server frame; `None` if the connection closed first.
     pub fn read_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some((h, n)) = frame::parse_header_any(&self.buf).expect("valid server frame") {
-                assert!(h.mask.is_none(), "server frames are unmasked");
-                let end = n + h.len as usize;
-                if self.buf.len() >= end {
-                    let payload = self.buf[n..end].to_vec();
-                    self.buf.drain(..end);
-                    return Some(Frame {
-                        fin: h.fin,
-                        opcode: h.opcode,
-                        payload,
-                    });
-                }
+            if let Some(f) = self.take_frame() {
+                return Some(f);
             }
             if self.fill() == 0 {
                 return None;
             }
         }
+    }
+
+    /// A whole frame from what was read, if there is one.
+    fn take_frame(&mut self) -> Option<Frame> {
+        let (h, n) = frame::parse_header_any(&self.buf).expect("valid server frame")?;
+        assert!(h.mask.is_none(), "server frames are unmasked");
+        let end = n + h.len as usize;
+        if self.buf.len() < end {
+            return None;
+        }
+        let payload = self.buf[n..end].to_vec();
+        self.buf.drain(..end);
+        Some(Frame {
+            fin: h.fin,
+            opcode: h.opcode,
+            payload,
+        })
     }
 
     /// Reads frames until one that is not a server heartbeat (ping or text
