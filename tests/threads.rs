@@ -84,7 +84,12 @@ fn the_same_id_on_two_loops_at_once_is_settled_once() {
                 DuplicateId::Reject => 4002,
             };
             // Exactly one of them is closed, with the mode's code.
+            let waiting = std::time::Instant::now();
             let closed = 'found: loop {
+                assert!(
+                    waiting.elapsed() < DEADLINE,
+                    "{mode:?} round {round}: neither was closed"
+                );
                 for (i, c) in pair.iter_mut().enumerate() {
                     if let Some(f) = c.read_frame_nowait() {
                         assert_eq!(f.close_code(), Some(expected), "{mode:?} round {round}");
@@ -195,14 +200,19 @@ fn loops_hold_even_shares_from_one_address_and_from_twenty() {
         drop(clients);
         wait_until("all gone", || s.stats.connections_open() == 0);
     }
-    // And after departures that emptied one loop more than the other, new
-    // connections go where there is room.
+    // After departures from one loop only, new connections go to it first.
     let mut clients = open_from(s.addr, &one, 100);
-    clients.retain(|_| false);
-    wait_until("all gone", || s.stats.connections_open() == 0);
-    let _again = open_from(s.addr, &twenty, 200);
-    wait_until("all counted", || loop_connections(s.admin).iter().sum::<u64>() == 200);
-    assert_balanced(&loop_connections(s.admin), 200);
+    assert_eq!(s.stats.loop_connections(), [50, 50]);
+    // The loops took turns: the even ones are loop 0's.
+    let mut i = 0;
+    clients.retain(|_| {
+        i += 1;
+        i % 2 == 0
+    });
+    wait_until("loop 0 emptied", || s.stats.loop_connections() == [0, 50]);
+    let _more = open_from(s.addr, &twenty, 100);
+    assert_eq!(s.stats.loop_connections(), [75, 75]);
+    assert_balanced(&loop_connections(s.admin), 150);
 }
 
 #[test]
@@ -404,4 +414,67 @@ fn a_shutdown_asked_on_another_loop_stops_every_loop() {
     assert_eq!(on_loop_1.read_close(), 1001);
     drop((on_loop_0, on_loop_1));
     s.thread.join().unwrap().unwrap();
+}
+
+/// A loop that does not answer in time makes the admin API say so (503),
+/// rather than report zeros or a partial list.
+#[test]
+fn an_admin_request_a_busy_loop_cannot_answer_gets_503() {
+    use wsbeat::{AppMessage, ConnInfo, Control, Handler};
+    struct Sleepy(usize);
+    impl Handler for Sleepy {
+        fn on_message(&mut self, _: &ConnInfo<'_>, m: AppMessage<'_>, _: &mut Control) {
+            if self.0 == 1 && m == AppMessage::Text("sleep") {
+                // A handler that blocks its loop (which handlers must not).
+                std::thread::sleep(Duration::from_millis(4000));
+            }
+        }
+    }
+    let cfg = wsbeat::Config {
+        threads: 2,
+        ..test_config(cfg())
+    };
+    let s = spawn_server(wsbeat::Server::with_handlers(cfg, Sleepy).unwrap());
+    let _on_loop_0 = Raw::open(s.addr, "/?client_id=zero");
+    let mut on_loop_1 = Raw::open(s.addr, "/?client_id=one");
+    assert_eq!(http(s.admin, "GET", "/metrics", "", b"").status, 200);
+    on_loop_1.send_frame(true, OpCode::Text, b"sleep");
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let r = http(s.admin, "GET", "/metrics", "", b"");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(2), "answered after {:?}", t.elapsed());
+    assert_eq!(http(s.admin, "GET", "/clients/one", "", b"").status, 503);
+    // What loop 0 knows alone it still answers.
+    assert_eq!(http(s.admin, "GET", "/clients/zero", "", b"").status, 200);
+    wait_until("loop 1 back", || {
+        http(s.admin, "GET", "/metrics", "", b"").status == 200
+    });
+}
+
+/// A loop whose thread dies takes the server down cleanly: the other
+/// loops' clients are closed with 1001 and `run` reports the failure.
+#[test]
+fn a_loop_that_dies_shuts_the_server_down() {
+    use wsbeat::{AppMessage, ConnInfo, Control, Handler};
+    struct Fragile;
+    impl Handler for Fragile {
+        fn on_message(&mut self, _: &ConnInfo<'_>, m: AppMessage<'_>, _: &mut Control) {
+            if m == AppMessage::Text("die") {
+                panic!("a handler bug");
+            }
+        }
+    }
+    let cfg = wsbeat::Config {
+        threads: 2,
+        ..test_config(cfg())
+    };
+    let s = spawn_server(wsbeat::Server::with_handlers(cfg, |_| Fragile).unwrap());
+    let mut on_loop_0 = Raw::open(s.addr, "/");
+    let mut on_loop_1 = Raw::open(s.addr, "/");
+    on_loop_1.send_frame(true, OpCode::Text, b"die");
+    assert_eq!(on_loop_0.read_close(), 1001);
+    drop((on_loop_0, on_loop_1));
+    let result = s.thread.join().unwrap();
+    assert!(result.is_err(), "run must report the dead loop");
 }

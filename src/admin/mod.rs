@@ -46,19 +46,28 @@ impl ClientInfo {
     }
 }
 
+/// A part of the server that had to answer did not in time (an event loop
+/// busy past the admin API's deadline): the request gets `503`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unavailable;
+
 /// What the admin API may ask of the server.
 pub(crate) trait Backend {
-    fn client(&self, id: &str) -> Option<ClientInfo>;
+    fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable>;
     /// Total online, up to `limit` clients after `after` in id order, and
-    /// whether more follow.
-    fn clients_page(&self, after: Option<&str>, limit: usize) -> (usize, Vec<ClientInfo>, bool);
+    /// the id to page on from when more follow.
+    fn clients_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(usize, Vec<ClientInfo>, Option<String>), Unavailable>;
     /// Queues `msg` for client `id`; false when it is not online.
     fn push(&mut self, id: &str, msg: Outgoing) -> bool;
     /// Queues `msg` for every open connection; how many.
-    fn broadcast(&mut self, msg: Outgoing) -> usize;
+    fn broadcast(&mut self, msg: Outgoing) -> Result<usize, Unavailable>;
     /// Closes client `id` with 4003; false when it is not online.
     fn kick(&mut self, id: &str, reason: &str) -> bool;
-    fn metrics(&self) -> String;
+    fn metrics(&self) -> Result<String, Unavailable>;
 }
 
 /// What the connection does after a request was answered.
@@ -84,6 +93,10 @@ fn json_response(out: &mut Vec<u8>, status: u16, v: &serde_json::Value, keep_ali
 
 fn error(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
     http::write_json_error(out, status, message, &[], keep_alive);
+}
+
+fn unavailable(out: &mut Vec<u8>, keep_alive: bool) {
+    error(out, 503, "an event loop did not answer in time; try again", keep_alive);
 }
 
 fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
@@ -139,15 +152,17 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
             if !get {
                 method_not_allowed(out, "GET, HEAD", ka);
             } else {
-                let body = backend.metrics();
-                http::write_response(
-                    out,
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    &[],
-                    body.as_bytes(),
-                    ka,
-                );
+                match backend.metrics() {
+                    Ok(body) => http::write_response(
+                        out,
+                        200,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        &[],
+                        body.as_bytes(),
+                        ka,
+                    ),
+                    Err(Unavailable) => unavailable(out, ka),
+                }
             }
         }
         ["events"] => {
@@ -165,10 +180,10 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                 method_not_allowed(out, "POST", ka);
             } else {
                 match message_body(req) {
-                    Ok(msg) => {
-                        let n = backend.broadcast(msg);
-                        json_response(out, 202, &json!({ "recipients": n }), ka);
-                    }
+                    Ok(msg) => match backend.broadcast(msg) {
+                        Ok(n) => json_response(out, 202, &json!({ "recipients": n }), ka),
+                        Err(Unavailable) => unavailable(out, ka),
+                    },
                     Err(e) => error(out, 400, e, ka),
                 }
             }
@@ -200,7 +215,10 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                     return Routed::Done;
                 }
             };
-            let (total, clients, more) = backend.clients_page(after.as_deref(), limit);
+            let Ok((total, clients, next)) = backend.clients_page(after.as_deref(), limit) else {
+                unavailable(out, ka);
+                return Routed::Done;
+            };
             let mut body = format!(r#"{{"total":{total},"clients":["#);
             for (i, c) in clients.iter().enumerate() {
                 if i > 0 {
@@ -208,9 +226,10 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                 }
                 c.write_json(&mut body);
             }
-            match clients.last() {
-                Some(last) if more => body.push_str(&format!(r#"],"next":"{}"}}"#, last.id)),
-                _ => body.push_str(r#"],"next":null}"#),
+            // Ids hold only characters that need no escaping in JSON.
+            match next {
+                Some(next) => body.push_str(&format!(r#"],"next":"{next}"}}"#)),
+                None => body.push_str(r#"],"next":null}"#),
             }
             http::write_response(out, 200, JSON, &[], body.as_bytes(), ka);
         }
@@ -238,8 +257,9 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
             }
             match req.method {
                 Method::Get | Method::Head => match backend.client(&id) {
-                    Some(c) => http::write_response(out, 200, JSON, &[], c.json().as_bytes(), ka),
-                    None => error(out, 404, "client not online", ka),
+                    Ok(Some(c)) => http::write_response(out, 200, JSON, &[], c.json().as_bytes(), ka),
+                    Ok(None) => error(out, 404, "client not online", ka),
+                    Err(Unavailable) => unavailable(out, ka),
                 },
                 Method::Delete => {
                     let Ok(reason) = std::str::from_utf8(req.body) else {
@@ -330,15 +350,22 @@ mod tests {
     }
 
     impl Backend for Fake {
-        fn client(&self, id: &str) -> Option<ClientInfo> {
-            self.online.iter().find(|c| *c == id).map(|c| info(c))
+        fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable> {
+            Ok(self.online.iter().find(|c| *c == id).map(|c| info(c)))
         }
-        fn clients_page(&self, after: Option<&str>, limit: usize) -> (usize, Vec<ClientInfo>, bool) {
+        fn clients_page(
+            &self,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<(usize, Vec<ClientInfo>, Option<String>), Unavailable> {
             let mut ids = self.online.clone();
             ids.sort();
             let rest: Vec<_> = ids.iter().filter(|i| after.is_none_or(|a| i.as_str() > a)).collect();
-            let page = rest.iter().take(limit).map(|i| info(i)).collect();
-            (ids.len(), page, rest.len() > limit)
+            let page: Vec<ClientInfo> = rest.iter().take(limit).map(|i| info(i)).collect();
+            let next = (rest.len() > limit)
+                .then(|| page.last().map(|c| c.id.clone()))
+                .flatten();
+            Ok((ids.len(), page, next))
         }
         fn push(&mut self, id: &str, msg: Outgoing) -> bool {
             let on = self.online.iter().any(|c| c == id);
@@ -347,9 +374,9 @@ mod tests {
             }
             on
         }
-        fn broadcast(&mut self, msg: Outgoing) -> usize {
+        fn broadcast(&mut self, msg: Outgoing) -> Result<usize, Unavailable> {
             self.broadcasts.push(msg);
-            self.online.len()
+            Ok(self.online.len())
         }
         fn kick(&mut self, id: &str, reason: &str) -> bool {
             let on = self.online.iter().any(|c| c == id);
@@ -358,8 +385,8 @@ mod tests {
             }
             on
         }
-        fn metrics(&self) -> String {
-            "wsbeat_up 1\n".into()
+        fn metrics(&self) -> Result<String, Unavailable> {
+            Ok("wsbeat_up 1\n".into())
         }
     }
 

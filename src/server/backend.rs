@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::connections::Connections;
 use super::links::{Answer, LoopNumbers, Question};
-use crate::admin::{Backend, ClientInfo};
+use crate::admin::{Backend, ClientInfo, Unavailable};
 use crate::handler::{Command, Outgoing};
 use crate::metrics::{self, Gauges};
 use crate::presence::ConnId;
@@ -60,26 +60,35 @@ pub(super) fn loop_numbers(conns: &Connections) -> LoopNumbers {
 }
 
 impl LoopBackend<'_> {
-    /// Client infos for `wanted` (in its order), asking each loop for its own.
-    fn infos(&self, wanted: Vec<(Arc<str>, ConnId)>) -> Vec<ClientInfo> {
+    /// Client infos for `wanted` (in its order), asking every other loop for
+    /// its own at once. `None` when a loop did not answer in time.
+    fn infos(&self, wanted: &[(Arc<str>, ConnId)]) -> Result<Vec<ClientInfo>, Unavailable> {
         let me = self.conns.loop_index;
         let mut by_loop: HashMap<usize, Vec<(Arc<str>, ConnId)>> = HashMap::new();
-        for (id, conn) in &wanted {
+        for (id, conn) in wanted {
             by_loop.entry(conn.loop_index()).or_default().push((id.clone(), *conn));
         }
         let mut found: HashMap<String, ClientInfo> = HashMap::new();
-        for (l, part) in by_loop {
-            let infos = if l == me {
-                client_infos(self.conns, &part)
-            } else {
-                match self.conns.shared.ask(l, Question::Clients(part)) {
-                    Some(Answer::Clients(infos)) => infos,
-                    _ => Vec::new(),
-                }
-            };
-            found.extend(infos.into_iter().map(|c| (c.id.clone(), c)));
+        if let Some(local) = by_loop.remove(&me) {
+            found.extend(client_infos(self.conns, &local).into_iter().map(|c| (c.id.clone(), c)));
         }
-        wanted.iter().filter_map(|(id, _)| found.remove(&**id)).collect()
+        let questions = by_loop
+            .into_iter()
+            .map(|(l, part)| (l, Question::Clients(part)))
+            .collect();
+        for answer in self.conns.shared.ask_all(questions) {
+            match answer {
+                Some(Answer::Clients(infos)) => found.extend(infos.into_iter().map(|c| (c.id.clone(), c))),
+                _ => return Err(Unavailable),
+            }
+        }
+        Ok(wanted.iter().filter_map(|(id, _)| found.remove(&**id)).collect())
+    }
+
+    /// The other loops' indexes.
+    fn others(&self) -> impl Iterator<Item = usize> + use<> {
+        let me = self.conns.loop_index;
+        (0..self.conns.shared.loops.len()).filter(move |&l| l != me)
     }
 
     /// Runs what the action queued (e.g. a handler reacting to a kick).
@@ -89,18 +98,32 @@ impl LoopBackend<'_> {
 }
 
 impl Backend for LoopBackend<'_> {
-    fn client(&self, id: &str) -> Option<ClientInfo> {
-        let conn = self.conns.cx.registry.lookup(id)?;
-        self.infos(vec![(id.into(), conn)]).pop()
+    fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable> {
+        let Some(conn) = self.conns.cx.registry.lookup(id) else {
+            return Ok(None);
+        };
+        Ok(self.infos(&[(id.into(), conn)])?.pop())
     }
 
-    fn clients_page(&self, after: Option<&str>, limit: usize) -> (usize, Vec<ClientInfo>, bool) {
+    fn clients_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(usize, Vec<ClientInfo>, Option<String>), Unavailable> {
         let registry = &self.conns.cx.registry;
         let total = registry.len();
-        let mut page = self.infos(registry.page(after, limit + 1));
-        let more = page.len() > limit;
-        page.truncate(limit);
-        (total, page, more)
+        let mut raw = registry.page(after, limit + 1);
+        // Whether more follow is the directory's to say: a client that left
+        // while the loops were asked is no reason to stop paging.
+        let more = raw.len() > limit;
+        raw.truncate(limit);
+        let next = if more {
+            raw.last().map(|(id, _)| id.to_string())
+        } else {
+            None
+        };
+        let page = self.infos(&raw)?;
+        Ok((total, page, next))
     }
 
     fn push(&mut self, id: &str, msg: Outgoing) -> bool {
@@ -109,24 +132,21 @@ impl Backend for LoopBackend<'_> {
         ok
     }
 
-    fn broadcast(&mut self, msg: Outgoing) -> usize {
+    fn broadcast(&mut self, msg: Outgoing) -> Result<usize, Unavailable> {
         let mut frame = Vec::new();
         msg.encode(&mut frame);
         let frame: Arc<[u8]> = frame.into();
-        let me = self.conns.loop_index;
-        let mut recipients = 0;
-        for l in 0..self.conns.shared.loops.len() {
-            recipients += if l == me {
-                self.conns.start_fanout(frame.clone())
-            } else {
-                match self.conns.shared.ask(l, Question::Broadcast(frame.clone())) {
-                    Some(Answer::Recipients(n)) => n,
-                    _ => 0,
-                }
-            };
+        let questions = self.others().map(|l| (l, Question::Broadcast(frame.clone()))).collect();
+        let mut recipients = self.conns.start_fanout(frame);
+        let mut all = true;
+        for answer in self.conns.shared.ask_all(questions) {
+            match answer {
+                Some(Answer::Recipients(n)) => recipients += n,
+                _ => all = false,
+            }
         }
         self.settle();
-        recipients
+        if all { Ok(recipients) } else { Err(Unavailable) }
     }
 
     fn kick(&mut self, id: &str, reason: &str) -> bool {
@@ -135,36 +155,46 @@ impl Backend for LoopBackend<'_> {
         ok
     }
 
-    fn metrics(&self) -> String {
+    fn metrics(&self) -> Result<String, Unavailable> {
+        let mut loops = vec![loop_numbers(self.conns)];
+        let others: Vec<usize> = self.others().collect();
+        let questions = others.iter().map(|&l| (l, Question::Numbers)).collect();
+        for answer in self.conns.shared.ask_all(questions) {
+            match answer {
+                Some(Answer::Numbers(n)) => loops.push(*n),
+                // Zeros would read as a counter reset: say so instead.
+                _ => return Err(Unavailable),
+            }
+        }
+        // Back in loop order (this loop's numbers came first).
         let me = self.conns.loop_index;
-        let loops: Vec<LoopNumbers> = (0..self.conns.shared.loops.len())
-            .map(|l| {
-                if l == me {
-                    loop_numbers(self.conns)
-                } else {
-                    match self.conns.shared.ask(l, Question::Numbers) {
-                        Some(Answer::Numbers(n)) => *n,
-                        _ => LoopNumbers::default(),
-                    }
-                }
-            })
-            .collect();
+        let mut ordered: Vec<LoopNumbers> = Vec::with_capacity(loops.len());
+        let mut rest = loops.into_iter();
+        let mine = rest.next().unwrap_or_default();
+        let mut theirs = rest;
+        for l in 0..=others.len() {
+            ordered.push(if l == me {
+                mine.clone()
+            } else {
+                theirs.next().unwrap_or_default()
+            });
+        }
         let mut total = metrics::Metrics::default();
-        for n in &loops {
+        for n in &ordered {
             total.add(&n.metrics);
         }
-        metrics::render(
+        Ok(metrics::render(
             &total,
             Gauges {
-                connections_open: loops.iter().map(|n| n.connections_open).sum(),
+                connections_open: ordered.iter().map(|n| n.connections_open).sum(),
                 clients_online: self.conns.cx.registry.len(),
                 sse_subscribers: self.sse_subscribers,
                 admin_connections: self.admin_connections,
                 admin_requests: self.admin_requests,
-                connections_buffering: loops.iter().map(|n| n.connections_buffering).sum(),
-                buffered_bytes: loops.iter().map(|n| n.buffered_bytes).sum(),
-                loop_connections: loops.iter().map(|n| n.connections_open).collect(),
+                connections_buffering: ordered.iter().map(|n| n.connections_buffering).sum(),
+                buffered_bytes: ordered.iter().map(|n| n.buffered_bytes).sum(),
+                loop_connections: ordered.iter().map(|n| n.connections_open).collect(),
             },
-        )
+        ))
     }
 }

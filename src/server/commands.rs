@@ -19,6 +19,9 @@ use crate::session::Fanout;
 /// The most a loop turn spends on broadcasts before it serves its sockets
 /// and timers again.
 pub(super) const FANOUT_BUDGET: Duration = Duration::from_millis(5);
+/// Broadcasts a loop keeps in progress before it stops taking commands from
+/// other threads (whose senders then wait: the queue is bounded).
+pub(super) const MAX_PENDING_BROADCASTS: usize = 16;
 
 impl Connections {
     /// Runs queued commands, including those the commands themselves queue
@@ -43,6 +46,12 @@ impl Connections {
 
     /// True for a shutdown request, which is the loop's to carry out.
     pub fn execute(&mut self, c: Command) -> bool {
+        // A message for one client must not overtake a broadcast sent
+        // before it: while one is in progress, they wait behind it.
+        if !self.fanouts.is_empty() && matches!(c, Command::SendConn(..) | Command::SendId(..) | Command::Kick(..)) {
+            self.behind_fanouts.push(c);
+            return false;
+        }
         match c {
             Command::Replaced(id) if id.loop_index() != self.loop_index => self.forward(id.loop_index(), c),
             Command::Replaced(id) => {
@@ -110,8 +119,8 @@ impl Connections {
         self.start_fanout(frame)
     }
 
-    /// Starts sending `frame` to this loop's open connections, and sends
-    /// the first slice at once; how many were open.
+    /// Starts sending `frame` to this loop's open connections, within what
+    /// is left of this turn's budget; how many were open.
     pub fn start_fanout(&mut self, frame: Arc<[u8]>) -> usize {
         let recipients = self.cx.open;
         self.fanouts.push_back(Fanout::new(frame));
@@ -119,20 +128,29 @@ impl Connections {
         recipients
     }
 
-    /// Sends broadcasts in progress for at most [`FANOUT_BUDGET`]. True when
-    /// some are left for the next turn.
+    /// Sends broadcasts in progress until this turn has spent
+    /// [`FANOUT_BUDGET`] on them, whatever the number of broadcasts. True
+    /// when some are left for the next turn. Commands that waited behind
+    /// them run once they are done.
     pub fn run_fanouts(&mut self) -> bool {
         if self.fanouts.is_empty() {
             return false;
         }
-        let deadline = Instant::now() + FANOUT_BUDGET;
+        let deadline = *self.fanout_until.get_or_insert_with(|| Instant::now() + FANOUT_BUDGET);
         while let Some(mut f) = self.fanouts.pop_front() {
-            if !f.step(self, || Instant::now() >= deadline) {
+            if Instant::now() >= deadline || !f.step(self, || Instant::now() >= deadline) {
                 self.fanouts.push_front(f);
                 return true;
             }
         }
+        let waiting = std::mem::take(&mut self.behind_fanouts);
+        self.cx.ctl.commands.extend(waiting);
         false
+    }
+
+    /// A new turn: a new budget for broadcasts.
+    pub fn new_turn(&mut self) {
+        self.fanout_until = None;
     }
 
     /// Closes client `id` with 4003, on whichever loop holds it; false if it

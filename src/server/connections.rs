@@ -44,6 +44,10 @@ pub(super) struct Connections {
     high_water: usize,
     /// Broadcasts in progress, oldest first.
     pub fanouts: VecDeque<Fanout>,
+    /// When this turn's time for broadcasts is up (set by the first one).
+    pub fanout_until: Option<std::time::Instant>,
+    /// Messages for single clients that wait for the broadcasts in progress.
+    pub behind_fanouts: Vec<crate::handler::Command>,
 }
 
 impl Connections {
@@ -57,6 +61,8 @@ impl Connections {
             next_generation: 0,
             high_water: 0,
             fanouts: VecDeque::new(),
+            fanout_until: None,
+            behind_fanouts: Vec::new(),
         }
     }
 

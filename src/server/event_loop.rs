@@ -18,6 +18,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::admin_conns::AdminConns;
 use super::backend::{LoopBackend, client_infos, loop_numbers};
+use super::commands::MAX_PENDING_BROADCASTS;
 use super::connections::Connections;
 use super::links::{Answer, LoopInbox, LoopMsg, Question, Shared};
 use super::listener::Acceptor;
@@ -25,6 +26,28 @@ use super::token::Source;
 use crate::handler::Command;
 use crate::presence::PresenceEvent;
 use crate::session::ms;
+
+/// Marks a loop stopped when it ends, however it ends: loop 0 then stops the
+/// others; another loop wakes loop 0, which shuts the server down (a loop
+/// that died takes its connections with it, and the server must not go on
+/// handing it new ones).
+struct Stopped {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.shared.loops[self.index].stopped.store(true, Ordering::Release);
+        if self.index == 0 {
+            for l in 1..self.shared.loops.len() {
+                self.shared.send(l, LoopMsg::Exit);
+            }
+        } else {
+            let _ = self.shared.loops[0].waker.wake();
+        }
+    }
+}
 
 /// Commands from other threads run per loop turn.
 const COMMANDS_PER_TURN: usize = 1024;
@@ -59,6 +82,8 @@ pub struct EventLoop {
     pub(super) exit_now: bool,
     /// Events being published (kept to reuse its capacity).
     pub(super) published: Vec<PresenceEvent>,
+    /// Commands were left queued while broadcasts ran.
+    pub(super) commands_held: bool,
 }
 
 impl EventLoop {
@@ -73,18 +98,12 @@ impl EventLoop {
 
     /// Runs the loop on the calling thread until the server stops.
     pub fn run(mut self) -> io::Result<()> {
-        let result = self.serve();
-        // Whatever ended this loop, the others must not wait for it.
-        let shared = self.shared().clone();
-        shared.loops[self.index].stopped.store(true, Ordering::Release);
-        if self.index == 0 {
-            for l in 1..shared.loops.len() {
-                shared.send(l, LoopMsg::Exit);
-            }
-        } else {
-            let _ = shared.loops[0].waker.wake();
-        }
-        result
+        // Whatever ends this loop, a panic included, the others hear of it.
+        let _stopped = Stopped {
+            shared: self.shared().clone(),
+            index: self.index,
+        };
+        self.serve()
     }
 
     fn serve(&mut self) -> io::Result<()> {
@@ -142,7 +161,19 @@ impl EventLoop {
             self.expire_timers();
             fanning_out = self.conns.run_fanouts();
             self.run_deferred();
+            if !fanning_out && std::mem::take(&mut self.commands_held) {
+                self.take_commands();
+                self.run_deferred();
+            }
+            self.conns.new_turn();
             self.end_turn();
+            if self.index == 0 && self.shutdown_at.is_none() {
+                self.check_loops();
+            }
+            if self.exit_now && self.shutdown_at.is_none() {
+                // Told to stop (loop 0 has ended) without a shutdown.
+                return Ok(());
+            }
             if let Some(deadline) = self.shutdown_at {
                 let now = self.conns.cx.now();
                 let others_stopped = self.index != 0
@@ -169,6 +200,17 @@ impl EventLoop {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Loop 0: another loop that stopped while the server runs has died
+    /// (its thread panicked, or its poller failed): shut down rather than
+    /// hand it connections it will never serve.
+    fn check_loops(&mut self) {
+        let shared = self.shared().clone();
+        if let Some(dead) = (1..shared.loops.len()).find(|&l| shared.loops[l].stopped.load(Ordering::Acquire)) {
+            log::error!("event loop {dead} stopped unexpectedly: shutting down");
+            self.begin_shutdown();
         }
     }
 
@@ -208,6 +250,9 @@ impl EventLoop {
         };
         self.admin
             .on_event(idx, readable, writable, now, &mut self.rbuf, &mut backend);
+        // A new `/events` subscriber is recorded for from now on, not from
+        // the end of the turn.
+        self.publish_events();
     }
 
     fn on_signals(&mut self) {
@@ -225,6 +270,13 @@ impl EventLoop {
     /// its sockets (heartbeats waiting there would go unseen and their
     /// senders be evicted).
     fn take_commands(&mut self) {
+        if self.conns.fanouts.len() >= MAX_PENDING_BROADCASTS {
+            // Enough broadcasts under way: leave the rest queued, so that
+            // their senders wait (the queue is bounded) instead of this loop
+            // holding every frame. The broadcasts keep the loop turning.
+            self.commands_held = true;
+            return;
+        }
         for _ in 0..COMMANDS_PER_TURN {
             match self.inbox.commands.try_recv() {
                 Ok(c) => self.conns.cx.ctl.commands.push(c),
@@ -262,6 +314,11 @@ impl EventLoop {
                     let _ = reply.send(answer);
                 }
                 LoopMsg::ShutDown => self.begin_shutdown(),
+                LoopMsg::ShutdownRequest => {
+                    if self.shutdown_at.is_none() {
+                        self.begin_shutdown();
+                    }
+                }
                 LoopMsg::Exit => self.exit_now = true,
             }
             self.run_deferred();
@@ -278,7 +335,7 @@ impl EventLoop {
             if self.index == 0 {
                 self.begin_shutdown();
             } else {
-                self.shared().send(0, LoopMsg::Command(Command::Shutdown));
+                self.shared().send(0, LoopMsg::ShutdownRequest);
             }
             self.shutdown_requested |= self.conns.run_deferred(&mut self.running);
         }

@@ -66,9 +66,17 @@ impl Handle {
         self.submit(conn.loop_index(), Command::SendConn(conn, msg.into()))
     }
 
-    /// Sends a message to every open connection, on every loop.
+    /// Sends a message to every open connection, on every loop. Encoded
+    /// once; each loop gets it in its queue, after what this handle sent it
+    /// before.
     pub fn broadcast(&self, msg: impl Into<Outgoing>) -> Result<(), ServerGone> {
-        self.submit(0, Command::Broadcast(msg.into()))
+        let mut frame = Vec::new();
+        msg.into().encode(&mut frame);
+        let frame: std::sync::Arc<[u8]> = frame.into();
+        for l in 0..self.shared.loops.len() {
+            self.submit(l, Command::LocalBroadcast(frame.clone()))?;
+        }
+        Ok(())
     }
 
     /// Closes the connection of client `id` with 4003 and `reason`.

@@ -228,6 +228,7 @@ impl Server {
                 shutdown_requested: false,
                 exit_now: false,
                 published: Vec::new(),
+                commands_held: false,
             });
         }
         Ok(Server {
@@ -295,11 +296,27 @@ impl Server {
             return Ok(());
         };
         let mut threads = Vec::new();
+        let mut spawned = Ok(());
         for l in loops {
             let name = format!("wsbeat-loop-{}", l.index());
-            threads.push(std::thread::Builder::new().name(name).spawn(move || l.run())?);
+            match std::thread::Builder::new().name(name).spawn(move || l.run()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    spawned = Err(e);
+                    break;
+                }
+            }
         }
-        let mut result = first.run();
+        let mut result = match spawned {
+            Err(e) => {
+                // Stop the loops already running.
+                for l in 1..self.shared.loops.len() {
+                    self.shared.send(l, super::links::LoopMsg::Exit);
+                }
+                Err(e)
+            }
+            Ok(()) => first.run(),
+        };
         for t in threads {
             let r = t
                 .join()

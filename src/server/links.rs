@@ -35,6 +35,9 @@ pub(super) enum LoopMsg {
     Ask(Question, Sender<Answer>),
     /// From loop 0: the server is shutting down (a second one: stop now).
     ShutDown,
+    /// To loop 0, from a handler on another loop: please shut the server
+    /// down (as often as asked, it is one request).
+    ShutdownRequest,
     /// Stop now (the process is exiting).
     Exit,
 }
@@ -118,19 +121,39 @@ impl LoopLink {
 }
 
 impl Shared {
-    /// Sends `msg` to loop `to` and wakes it. False when it has stopped.
+    /// Sends `msg` to loop `to` and wakes it. False when it has stopped
+    /// (the message was not queued).
     pub fn send(&self, to: usize, msg: LoopMsg) -> bool {
         let Some(link) = self.loops.get(to) else { return false };
-        link.inbox.send(msg).is_ok() && link.waker.wake().is_ok()
+        if link.inbox.send(msg).is_err() {
+            return false;
+        }
+        if let Err(e) = link.waker.wake() {
+            // Queued all the same; it is read on the loop's next wake-up.
+            log::warn!("cannot wake event loop {to}: {e}");
+        }
+        true
     }
 
-    /// Asks loop `to` and waits for its answer (see the module doc).
-    pub fn ask(&self, to: usize, q: Question) -> Option<Answer> {
-        let (tx, rx) = mpsc::channel();
-        if !self.send(to, LoopMsg::Ask(q, tx)) {
-            return None;
-        }
-        rx.recv_timeout(ASK_TIMEOUT).ok()
+    /// Asks every loop in `to` its question at once and waits for the
+    /// answers, all within one [`ASK_TIMEOUT`] (see the module doc); `None`
+    /// for a loop that did not answer in time.
+    pub fn ask_all(&self, to: Vec<(usize, Question)>) -> Vec<Option<Answer>> {
+        let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        let pending: Vec<Option<mpsc::Receiver<Answer>>> = to
+            .into_iter()
+            .map(|(l, q)| {
+                let (tx, rx) = mpsc::channel();
+                self.send(l, LoopMsg::Ask(q, tx)).then_some(rx)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|rx| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                rx?.recv_timeout(left).ok()
+            })
+            .collect()
     }
 
     /// The loop with the fewest connections (the lowest index among
