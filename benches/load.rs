@@ -17,6 +17,9 @@
 //! - `LOAD_THREADS` ("1,2"): wsbeat's `--threads` values, each a column. A
 //!   wsbeat with more than one loop runs on every CPU (`taskset -c 0-N`),
 //!   the generator's included: on a 2-CPU machine they compete.
+//! - `LOAD_MULTI_LOOP_CPUS` (`0-N`): the `taskset -c` list for a wsbeat with
+//!   more than one loop instead (`0`: on the servers' CPU, apart from the
+//!   generator, which measures what several loops cost rather than gain).
 //!
 //! Scenarios, each against wsbeat then the peer, each on a fresh server:
 //! - idle N: N connections upgrade and send one `heartbeat` (then one every
@@ -225,7 +228,9 @@ fn run() -> Result<(), String> {
         wsbeat_bin,
         self_exe: env::current_exe().map_err(|e| format!("current_exe: {e}"))?,
         server_cpu: pinned.then(|| SERVER_CPU.to_string()),
-        multi_loop_cpus: pinned.then(|| format!("0-{}", cpu_count().saturating_sub(1))),
+        multi_loop_cpus: pinned.then(|| {
+            env::var("LOAD_MULTI_LOOP_CPUS").unwrap_or_else(|_| format!("0-{}", cpu_count().saturating_sub(1)))
+        }),
         setpriv: has_program("setpriv"),
         log_dir: log_dir.clone(),
     };
@@ -399,6 +404,7 @@ fn render(
         "LOAD_ECHO",
         "LOAD_PIN",
         "LOAD_THREADS",
+        "LOAD_MULTI_LOOP_CPUS",
         "LOAD_WSBEAT_BIN",
     ]
     .iter()

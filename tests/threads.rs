@@ -478,3 +478,28 @@ fn a_loop_that_dies_shuts_the_server_down() {
     let result = s.thread.join().unwrap();
     assert!(result.is_err(), "run must report the dead loop");
 }
+
+/// Many broadcasts to many connections, faster than a loop sends them in
+/// one turn: each client gets every one, once, in order, with a push sent
+/// after them arriving after them.
+#[test]
+fn a_burst_of_broadcasts_arrives_whole_and_in_order() {
+    let s = two_loops(cfg());
+    let mut clients: Vec<Raw> = (0..1000)
+        .map(|i| Raw::open(s.addr, &format!("/?client_id=b-{i}")))
+        .collect();
+    wait_until("all online", || s.stats.clients_online() == 1000);
+    for n in 0..40 {
+        s.handle.broadcast(format!("{n:04}{}", "x".repeat(200))).unwrap();
+    }
+    s.handle.send("b-1", "after").unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        for n in 0..40 {
+            let f = c.read_non_heartbeat().unwrap();
+            assert_eq!(&f.payload[..4], format!("{n:04}").as_bytes(), "client {i}");
+        }
+        if i == 1 {
+            assert_eq!(c.read_non_heartbeat().unwrap().payload, b"after");
+        }
+    }
+}
