@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{self, Config, DuplicateId, Liveness, ServerHeartbeat};
+use crate::config::{self, Config, DuplicateId, Liveness, LogFormat, ServerHeartbeat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -106,6 +106,11 @@ struct Flags {
     /// Default: the number of CPUs the process may run on.
     #[arg(long, env = "WSBEAT_THREADS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: Option<u64>,
+
+    /// Log lines as text, or as one JSON object per line (ts, level, target,
+    /// msg). The level comes from RUST_LOG (default info).
+    #[arg(long, env = "WSBEAT_LOG_FORMAT", default_value = "text", value_name = "F")]
+    log_format: LogMode,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +128,12 @@ enum HeartbeatMode {
 enum LivenessMode {
     Any,
     Heartbeat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogMode {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -217,6 +228,10 @@ where
         shutdown_timeout: flags.shutdown_timeout,
         handle_signals: true,
         threads: flags.threads.map_or_else(config::default_threads, |n| n as usize),
+        log_format: match flags.log_format {
+            LogMode::Text => LogFormat::Text,
+            LogMode::Json => LogFormat::Json,
+        },
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");
@@ -251,6 +266,7 @@ mod tests {
         assert_eq!(cfg.shutdown_timeout, d.shutdown_timeout);
         assert_eq!(cfg.handle_signals, d.handle_signals);
         assert_eq!(cfg.threads, d.threads);
+        assert_eq!(cfg.log_format, d.log_format);
         assert!(cfg.threads >= 1);
         assert_eq!(cfg.path, d.path);
         assert!(cfg.allowed_origins.is_none());
@@ -289,6 +305,8 @@ mod tests {
             "2s",
             "--threads",
             "3",
+            "--log-format",
+            "json",
         ])
         .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
@@ -309,6 +327,7 @@ mod tests {
         assert_eq!(cfg.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(2));
         assert_eq!(cfg.threads, 3);
+        assert_eq!(cfg.log_format, LogFormat::Json);
     }
 
     #[test]
@@ -326,6 +345,7 @@ mod tests {
             &["wsbeat", "--liveness", "some"],
             &["wsbeat", "--heartbeat-timeout", "0ms"],
             &["wsbeat", "--threads", "0"],
+            &["wsbeat", "--log-format", "xml"],
             &["wsbeat", "--threads", "two"],
             &["wsbeat", "--threads", "257"],
             &["wsbeat", "--threads", "-1"],

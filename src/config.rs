@@ -19,6 +19,16 @@ pub enum ServerHeartbeat {
     Off,
 }
 
+/// How the binary writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `env_logger`'s lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `ts`, `level`, `target`, `msg`.
+    Json,
+}
+
 /// What proves a client alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Liveness {
@@ -70,6 +80,9 @@ pub struct Config {
     /// On SIGINT/SIGTERM: stop accepting, close every client with 1001 and
     /// wait this long for their close frames.
     pub shutdown_timeout: Duration,
+    /// How the binary writes its log (the library leaves logging to the
+    /// embedding program).
+    pub log_format: LogFormat,
     /// Event loops, one thread each (1 to 256). Each owns the connections it
     /// is given; ids, pushes, the admin API and shutdown cover them all.
     pub threads: usize,
@@ -102,6 +115,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             handle_signals: true,
             threads: default_threads(),
+            log_format: LogFormat::Text,
         }
     }
 }

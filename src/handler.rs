@@ -143,7 +143,9 @@ pub(crate) enum Command {
 }
 
 /// Lets a [`Handler`] act on the server from inside a callback. Commands run
-/// right after the callback returns, in order.
+/// right after the callback returns, in order — on the loop holding the
+/// connection they name; a message for one client waits behind a broadcast
+/// its loop is still sending.
 #[derive(Debug, Default)]
 pub struct Control {
     pub(crate) commands: Vec<Command>,
@@ -176,9 +178,11 @@ impl Control {
     }
 }
 
-/// Callbacks from the event loop, all on the loop's thread. Every method has
-/// a default that does nothing, so a handler implements only what it needs.
-/// Callbacks must not block: the loop serves every connection.
+/// Callbacks from the event loops, each on the thread of the loop holding
+/// the connection (with [`Server::with_handler`](crate::Server::with_handler)
+/// and several loops, one handler taken in turn). Every method has a default
+/// that does nothing, so a handler implements only what it needs. Callbacks
+/// must not block: the loop serves all its connections.
 pub trait Handler: Send + 'static {
     /// A connection completed its upgrade (`id` is set if it named itself
     /// in the query string).

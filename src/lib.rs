@@ -24,7 +24,7 @@
 //!
 //! An embedding program implements [`Handler`] to see connections open,
 //! heartbeat, send messages and close, and uses a [`Handle`] to reach the
-//! loop from other threads:
+//! loops from other threads:
 //!
 //! ```no_run
 //! use wsbeat::{AppMessage, Config, ConnInfo, Control, Handler, OfflineReason, Server};

@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cfg = match wsbeat::cli::parse_args(std::env::args_os()) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    if let Err(e) = wsbeat::raise_fd_limit(cfg.max_connections) {
+    init_logger(cfg.log_format);
+    if let Err(e) = wsbeat::raise_fd_limit(cfg.max_connections, cfg.threads) {
         log::warn!("cannot read or raise the open-file limit: {e}");
     }
     let server = match wsbeat::Server::bind(cfg) {
@@ -25,4 +25,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `RUST_LOG` (default `info`) to stderr, as text or as one JSON object per
+/// line with the same fields (`--log-format`).
+fn init_logger(format: wsbeat::config::LogFormat) {
+    use std::io::Write;
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == wsbeat::config::LogFormat::Json {
+        b.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    b.init();
 }

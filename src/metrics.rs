@@ -243,7 +243,7 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
         o,
         "wsbeat_accept_errors_total",
         "counter",
-        "Failed accepts (e.g. out of file descriptors); accepting pauses 100 ms after each.",
+        "Failed accepts (e.g. out of file descriptors); accepting pauses 100 ms when it cannot answer with 503.",
         m.accept_errors,
     );
     single(

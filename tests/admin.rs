@@ -501,7 +501,41 @@ fn shutdown_closes_clients_with_1001_and_run_returns() {
     assert!(std::net::TcpStream::connect(s.addr).is_err());
 }
 
+/// An idle admin connection is closed after `--admin-idle-timeout`; one that
+/// keeps asking is not, and an `/events` stream gets keep-alive comments
+/// instead.
+#[test]
+fn idle_admin_connections_are_closed_and_streams_kept_alive() {
+    let s = spawn(wsbeat::Config {
+        admin_idle_timeout: Duration::from_millis(300),
+        ..cfg()
+    });
+    let mut idle = Raw::connect(s.admin);
+    let mut busy = Raw::connect(s.admin);
+    let mut events = Raw::connect(s.admin);
+    events.send(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(events.read_http_head().starts_with("HTTP/1.1 200"));
+    for _ in 0..6 {
+        busy.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(read_response(&mut busy).status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 600 ms in: the idle one was closed at 300 ms, the busy one still works.
+    let waited = idle.wait_closed();
+    assert!(
+        waited < Duration::from_millis(100),
+        "closed {waited:?} after the busy one's last request"
+    );
+    busy.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(read_response(&mut busy).status, 200);
+    let mut text = String::new();
+    while !text.contains(": keepalive") {
+        text.push_str(&events.read_some());
+    }
+}
+
 crate::also_with_two_loops!(
+    idle_admin_connections_are_closed_and_streams_kept_alive,
     healthz_and_metrics,
     metrics_count_what_happens,
     bearer_token_guards_everything_but_healthz,

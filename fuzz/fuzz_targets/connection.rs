@@ -8,8 +8,8 @@
 //!
 //! Input layout:
 //!   byte 0      bits 0-1 path and bits 2-3 allowed origins, as in the handshake target; bits
-//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 --duplicate-id reject;
-//!               bit 7 --liveness heartbeat
+//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 --duplicate-id reject
+//!               (one session per run, so it changes nothing yet); bit 7 --liveness heartbeat
 //!   byte 1      N = 1 + (b % 16): how many read sizes follow
 //!   N bytes     read sizes, each b + 1 (1..=256), used cyclically
 //!   the rest    what the client sent: an upgrade request, then masked frames

@@ -3,8 +3,9 @@
 //! duplicate id does), the [`Directory`] interface every loop reaches ids
 //! through, and its in-process form.
 //!
-//! Nothing here knows about sockets, loops or the admin API, so the server,
-//! the admin side and the configuration can all depend on it.
+//! Nothing here knows about sockets or the admin API (a [`ConnId`] names its
+//! loop only as a number), so the server, the admin side and the
+//! configuration can all depend on it.
 
 mod directory;
 mod registry;

@@ -1,4 +1,5 @@
-//! The in-process registry: client id ↔ connection, for one event loop.
+//! The id map behind [`SharedRegistry`](super::SharedRegistry): client id ↔
+//! connection, for every loop of the process.
 //!
 //! Entries are keyed to a connection *instance* (its [`ConnId`], which
 //! carries a generation), not just to a slab slot or an id: when a reconnect

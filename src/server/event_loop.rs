@@ -27,10 +27,11 @@ use crate::handler::Command;
 use crate::presence::PresenceEvent;
 use crate::session::ms;
 
-/// Marks a loop stopped when it ends, however it ends: loop 0 then stops the
-/// others; another loop wakes loop 0, which shuts the server down (a loop
-/// that died takes its connections with it, and the server must not go on
-/// handing it new ones).
+/// Marks a loop stopped when it ends, however it ends. Loop 0 then stops the
+/// others: at once after a shutdown it led, else (it failed or panicked)
+/// with a shutdown of their own, so their clients still get 1001. Another
+/// loop wakes loop 0, which shuts the server down: a loop that died takes its
+/// connections with it, and the server must not go on handing it new ones.
 struct Stopped {
     shared: Arc<Shared>,
     index: usize,
@@ -40,8 +41,9 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         self.shared.loops[self.index].stopped.store(true, Ordering::Release);
         if self.index == 0 {
+            let led = self.shared.shutting_down.load(Ordering::Acquire);
             for l in 1..self.shared.loops.len() {
-                self.shared.send(l, LoopMsg::Exit);
+                self.shared.send(l, if led { LoopMsg::Exit } else { LoopMsg::ShutDown });
             }
         } else {
             let _ = self.shared.loops[0].waker.wake();
@@ -362,6 +364,7 @@ impl EventLoop {
             // Every loop closes its own clients; a second request stops them
             // all at once.
             let shared = self.shared().clone();
+            shared.shutting_down.store(true, Ordering::Release);
             for l in 1..shared.loops.len() {
                 shared.send(l, LoopMsg::ShutDown);
             }

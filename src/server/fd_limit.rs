@@ -2,17 +2,18 @@
 
 use log::{info, warn};
 
-/// Descriptors beyond the connections themselves: listeners, the poll
-/// instance, the waker, signals, admin connections, logs.
+/// Descriptors beyond the connections themselves: listeners, signals,
+/// admin connections, logs (each event loop adds two: its poller and its
+/// waker).
 pub const RESERVED_FDS: u64 = 256;
 
 /// Raises the soft `RLIMIT_NOFILE` toward `max_connections` plus a reserve
-/// (and the hard limit too, when the process may). Returns the soft limit
-/// now in force, and logs what was obtained; warns, naming the effective cap,
-/// when it is not enough.
-pub fn raise_fd_limit(max_connections: usize) -> std::io::Result<u64> {
+/// for `threads` event loops and the rest (and the hard limit too, when the
+/// process may). Returns the soft limit now in force, and logs what was
+/// obtained; warns, naming the effective cap, when it is not enough.
+pub fn raise_fd_limit(max_connections: usize, threads: usize) -> std::io::Result<u64> {
     use rlimit::Resource;
-    let want = max_connections as u64 + RESERVED_FDS;
+    let want = max_connections as u64 + RESERVED_FDS + 2 * threads as u64;
     let (soft, hard) = Resource::NOFILE.get()?;
     if soft >= want {
         info!("open-file limit {soft} fits --max-connections {max_connections}");

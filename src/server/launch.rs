@@ -160,6 +160,7 @@ impl Server {
             loops: links,
             directory: Arc::new(SharedRegistry::new()),
             subscribers: AtomicUsize::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
 
         let first = &polls[0];

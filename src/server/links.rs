@@ -96,6 +96,8 @@ pub(super) struct Shared {
     /// Open `/events` streams on loop 0: other loops wake it for their
     /// presence changes only while someone listens.
     pub subscribers: AtomicUsize,
+    /// Loop 0 has begun a shutdown.
+    pub shutting_down: AtomicBool,
 }
 
 impl LoopLink {

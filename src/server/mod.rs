@@ -11,6 +11,7 @@
 //! - `admin_conns.rs`: admin API sockets, answered through `backend.rs`
 //! - `token.rs`: what a `mio::Token` names
 //! - `handle.rs`: reaching the loops from other threads
+//! - `fd_limit.rs`: raising the open-file limit to fit `--max-connections`
 
 mod admin_conns;
 mod backend;

@@ -3,7 +3,7 @@
 //!
 //! A token that outlives its connection (a late event in the same batch)
 //! must never reach the connection that reuses the slot, so tokens carry the
-//! generation too, as many of its bits as fit: all 30 on a 64-bit target,
+//! generation too, as many of its bits as fit: all 22 on a 64-bit target,
 //! 10 on a 32-bit one (whose tables then hold at most 2^20 slots).
 
 use mio::Token;

@@ -4,10 +4,12 @@
 //! the upgrade request, heartbeat frames, timers — with no sockets (the
 //! transport is `()`, and what a session writes is counted and dropped).
 //!
-//! It answers two questions without a million file descriptors: how many
-//! bytes of user-space state a connection costs, and whether a heartbeat
-//! tick costs what expires rather than what is registered. `benches/sim.rs`
-//! runs it with a million connections.
+//! It answers without a million file descriptors: how many bytes of
+//! user-space state a connection costs, whether a heartbeat tick costs what
+//! expires rather than what is registered, and (several simulations sharing
+//! a directory, one per thread, each write costing a modelled socket call)
+//! whether heartbeats and evictions keep their bound while a broadcast to
+//! all of them runs. `benches/sim.rs` runs it with a million connections.
 
 use std::sync::Arc;
 use std::time::Duration;
