@@ -157,29 +157,17 @@ impl Backend for LoopBackend<'_> {
     }
 
     fn metrics(&self) -> Result<String, Unavailable> {
-        let mut loops = vec![loop_numbers(self.conns)];
-        let others: Vec<usize> = self.others().collect();
-        let questions = others.iter().map(|&l| (l, Question::Numbers)).collect();
+        let questions = self.others().map(|l| (l, Question::Numbers)).collect();
+        let mut ordered = Vec::new();
         for answer in self.conns.shared.ask_all(questions) {
             match answer {
-                Some(Answer::Numbers(n)) => loops.push(*n),
+                Some(Answer::Numbers(n)) => ordered.push(*n),
                 // Zeros would read as a counter reset: say so instead.
                 _ => return Err(Unavailable),
             }
         }
-        // Back in loop order (this loop's numbers came first).
-        let me = self.conns.loop_index;
-        let mut ordered: Vec<LoopNumbers> = Vec::with_capacity(loops.len());
-        let mut rest = loops.into_iter();
-        let mine = rest.next().unwrap_or_default();
-        let mut theirs = rest;
-        for l in 0..=others.len() {
-            ordered.push(if l == me {
-                mine.clone()
-            } else {
-                theirs.next().unwrap_or_default()
-            });
-        }
+        // The other loops answered in loop order; this one goes in its place.
+        ordered.insert(self.conns.loop_index, loop_numbers(self.conns));
         let mut total = metrics::Metrics::default();
         for n in &ordered {
             total.add(&n.metrics);

@@ -598,21 +598,21 @@ impl<T: PeerAddr> Session<T> {
 
     /// Sends an application message; `None` when the session is not open.
     pub fn push(&mut self, cx: &mut Context, msg: &Outgoing) -> Option<After> {
-        if self.phase != Phase::Open {
-            return None;
-        }
-        cx.metrics.messages_sent += 1;
-        Some(self.queue(cx, |out| msg.encode(out)))
+        self.push_with(cx, |out| msg.encode(out))
     }
 
     /// Sends a frame encoded once for many sessions (a broadcast); `None`
     /// when the session is not open.
     pub fn push_encoded(&mut self, cx: &mut Context, frame: &[u8]) -> Option<After> {
+        self.push_with(cx, |out| out.extend_from_slice(frame))
+    }
+
+    fn push_with(&mut self, cx: &mut Context, encode: impl FnOnce(&mut Vec<u8>)) -> Option<After> {
         if self.phase != Phase::Open {
             return None;
         }
         cx.metrics.messages_sent += 1;
-        Some(self.queue(cx, |out| out.extend_from_slice(frame)))
+        Some(self.queue(cx, encode))
     }
 
     /// Leaves for `why`, sends a close frame with `code` and `reason`, and

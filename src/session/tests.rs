@@ -1,5 +1,5 @@
 //! A session driven by hand: bytes in, the clock set by the test, no
-//! sockets and no sleeps.
+//! sockets and no sleeps. (Test code only: `mod tests` is `#[cfg(test)]`.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

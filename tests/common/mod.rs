@@ -429,20 +429,28 @@ pub fn start_binary(mut cmd: std::process::Command) -> Proc {
     // The test's number of event loops, unless the test chose (a flag beats
     // the variable).
     cmd.env("WSBEAT_THREADS", threads().to_string());
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wsbeat");
-    let stderr = child.stderr.take().unwrap();
+    // Killed on drop from here on, also when reading its start-up log
+    // fails and the test panics.
+    let mut p = Proc {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+        startup_log: Vec::new(),
+    };
+    let stderr = p.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let (mut addr, mut admin, mut startup_log) = (None, None, Vec::new());
+    let (mut addr, mut admin) = (None, None);
     while addr.is_none() || admin.is_none() {
         let line = rx.recv_timeout(DEADLINE).expect("server start-up log");
         if let Some(a) = line.split("listening on ws://").nth(1) {
@@ -451,12 +459,9 @@ pub fn start_binary(mut cmd: std::process::Command) -> Proc {
         if let Some(a) = line.split("admin API on http://").nth(1) {
             admin = Some(a.trim().parse().unwrap());
         }
-        startup_log.push(line);
+        p.startup_log.push(line);
     }
-    Proc {
-        child,
-        addr: addr.unwrap(),
-        admin: admin.unwrap(),
-        startup_log,
-    }
+    p.addr = addr.unwrap();
+    p.admin = admin.unwrap();
+    p
 }
