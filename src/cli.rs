@@ -111,6 +111,43 @@ struct Flags {
     /// msg). The level comes from RUST_LOG (default info).
     #[arg(long, env = "WSBEAT_LOG_FORMAT", default_value = "text", value_name = "F")]
     log_format: LogMode,
+
+    /// Share presence and route pushes with other nodes through Redis:
+    /// redis://[[user]:password@]host[:port][/db]. Unset: a single node.
+    #[arg(long, env = "WSBEAT_CLUSTER", value_name = "URL", value_parser = parse_cluster_url)]
+    cluster: Option<String>,
+
+    /// This node's name in the cluster: 1-64 bytes of A-Za-z0-9._-
+    /// [default: <hostname>-<listen port>]
+    #[arg(long, env = "WSBEAT_NODE_ID", value_name = "ID", value_parser = parse_node_id)]
+    node_id: Option<String>,
+
+    /// A node that has not renewed its lease for this long is dead; its
+    /// clients go offline (node_lost). From 1s to 1h.
+    #[arg(long, env = "WSBEAT_NODE_LEASE", default_value = "10s", value_name = "D", value_parser = parse_node_lease)]
+    node_lease: Duration,
+}
+
+fn parse_cluster_url(s: &str) -> Result<String, String> {
+    crate::cluster::check_url(s)?;
+    Ok(s.to_string())
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    if config::is_valid_node_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("1 to 64 bytes of A-Z a-z 0-9 . _ -".into())
+    }
+}
+
+fn parse_node_lease(s: &str) -> Result<Duration, String> {
+    let d = config::parse_duration(s)?;
+    if config::NODE_LEASE_RANGE.contains(&d) {
+        Ok(d)
+    } else {
+        Err("from 1s to 1h".into())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -232,6 +269,9 @@ where
             LogMode::Text => LogFormat::Text,
             LogMode::Json => LogFormat::Json,
         },
+        cluster: flags.cluster,
+        node_id: flags.node_id,
+        node_lease: flags.node_lease,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");

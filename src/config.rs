@@ -86,6 +86,16 @@ pub struct Config {
     /// Event loops, one thread each (1 to 256). Each owns the connections it
     /// is given; ids, pushes, the admin API and shutdown cover them all.
     pub threads: usize,
+    /// A cluster of nodes sharing presence through Redis
+    /// (`redis://[[user]:password@]host[:port][/db]`); `None`: one node.
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (1–64 bytes of `A-Za-z0-9._-`);
+    /// `None`: `<hostname>-<listen port>`. Shown as `"node"` by the admin API
+    /// also on a single node.
+    pub node_id: Option<String>,
+    /// A node that has not renewed its lease for this long is dead, and its
+    /// clients go offline (`node_lost`).
+    pub node_lease: Duration,
     /// Whether the server installs its SIGINT/SIGTERM handling (graceful
     /// shutdown; a second signal stops at once). Programs that handle
     /// signals themselves set it to false and call `Handle::shutdown`.
@@ -116,6 +126,9 @@ impl Default for Config {
             handle_signals: true,
             threads: default_threads(),
             log_format: LogFormat::Text,
+            cluster: None,
+            node_id: None,
+            node_lease: Duration::from_secs(10),
         }
     }
 }
@@ -136,6 +149,41 @@ pub enum ConfigError {
     AdminOnListenAddress(SocketAddr),
     /// No loop, or more than a connection id can name.
     Threads(usize),
+    /// Not 1–64 bytes of `A-Za-z0-9._-`.
+    NodeId(String),
+    /// Outside what [`NODE_LEASE_RANGE`] allows.
+    NodeLease(Duration),
+}
+
+/// The node leases allowed: renewals every third of it must fit between a
+/// Redis round trip and a reasonable failover time.
+pub const NODE_LEASE_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// Whether `id` may name a node: 1–64 bytes of `A-Za-z0-9._-`.
+pub fn is_valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The default node id: `<hostname>-<port>`, the host name cut to what a
+/// node id allows.
+pub fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let mut host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(58)
+        .collect();
+    if host.is_empty() {
+        host.push_str("wsbeat");
+    }
+    format!("{host}-{port}")
 }
 
 impl ConfigError {
@@ -144,6 +192,8 @@ impl ConfigError {
         match self {
             ConfigError::PublicAdminWithoutToken(_) | ConfigError::AdminOnListenAddress(_) => "--admin-listen",
             ConfigError::Threads(_) => "--threads",
+            ConfigError::NodeId(_) => "--node-id",
+            ConfigError::NodeLease(_) => "--node-lease",
         }
     }
 }
@@ -168,6 +218,12 @@ impl std::fmt::Display for ConfigError {
                 self.flag(),
                 crate::presence::ConnId::MAX_LOOPS
             ),
+            ConfigError::NodeId(id) => write!(
+                f,
+                "invalid value '{id}' for '{}': 1 to 64 bytes of A-Z a-z 0-9 . _ -",
+                self.flag()
+            ),
+            ConfigError::NodeLease(d) => write!(f, "invalid value '{d:?}' for '{}': from 1s to 1h", self.flag()),
         }
     }
 }
@@ -188,6 +244,14 @@ impl Config {
         }
         if !(1..=crate::presence::ConnId::MAX_LOOPS).contains(&self.threads) {
             return Err(ConfigError::Threads(self.threads));
+        }
+        if let Some(id) = &self.node_id
+            && !is_valid_node_id(id)
+        {
+            return Err(ConfigError::NodeId(id.clone()));
+        }
+        if !NODE_LEASE_RANGE.contains(&self.node_lease) {
+            return Err(ConfigError::NodeLease(self.node_lease));
         }
         Ok(())
     }

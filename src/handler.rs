@@ -140,6 +140,9 @@ pub(crate) enum Command {
     Shutdown,
     /// A newer connection took this one's id.
     Replaced(ConnId),
+    /// Another node holds the id this connection claimed, and keeps it
+    /// (`--duplicate-id reject`).
+    Rejected(ConnId),
 }
 
 /// Lets a [`Handler`] act on the server from inside a callback. Commands run

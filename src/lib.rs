@@ -65,6 +65,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod handler;
 pub mod metrics;

@@ -115,6 +115,8 @@ pub struct Gauges {
     pub buffered_bytes: usize,
     /// Connections held by each event loop, by loop index.
     pub loop_connections: Vec<usize>,
+    /// With `--cluster`: whether it is up, and the live nodes it counts.
+    pub cluster: Option<(bool, usize)>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -290,6 +292,22 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
     for (i, n) in g.loop_connections.iter().enumerate() {
         let _ = writeln!(o, "wsbeat_loop_connections{{loop=\"{i}\"}} {n}");
     }
+    if let Some((up, nodes)) = g.cluster {
+        single(
+            o,
+            "wsbeat_cluster_up",
+            "gauge",
+            "1 while Redis is reachable, this node registered and its subscription proven (--cluster).",
+            u64::from(up),
+        );
+        single(
+            o,
+            "wsbeat_cluster_nodes",
+            "gauge",
+            "Live nodes of the cluster, this one included, as last counted.",
+            nodes as u64,
+        );
+    }
     out
 }
 
@@ -315,6 +333,7 @@ mod tests {
                 connections_buffering: 0,
                 buffered_bytes: 0,
                 loop_connections: vec![2, 1],
+                cluster: Some((true, 3)),
             },
         );
         let mut families = std::collections::HashSet::new();
@@ -335,6 +354,8 @@ mod tests {
         assert!(text.contains("wsbeat_clients_online 2\n"));
         assert!(text.contains("wsbeat_loop_connections{loop=\"0\"} 2\n"));
         assert!(text.contains("wsbeat_loop_connections{loop=\"1\"} 1\n"));
+        assert!(text.contains("wsbeat_cluster_up 1\n"));
+        assert!(text.contains("wsbeat_cluster_nodes 3\n"));
         let mut sum = m.clone();
         sum.add(&m);
         assert_eq!(sum.evictions[OfflineReason::HeartbeatTimeout as usize], 2);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde_json::json;
 
 use crate::handler::Outgoing;
-use crate::presence::PresenceEvent;
+use crate::presence::{ConnId, PresenceEvent};
 use crate::protocol::heartbeat::is_valid_client_id;
 use http::{Method, Request};
 
@@ -22,6 +22,8 @@ pub const MAX_PAGE: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     pub id: String,
+    /// The node holding it (`--node-id`).
+    pub node: String,
     pub peer: SocketAddr,
     pub connected_at_ms: u64,
     pub last_seen_ms: u64,
@@ -34,9 +36,36 @@ impl ClientInfo {
         use std::fmt::Write;
         let _ = write!(
             out,
-            r#"{{"id":"{}","peer":"{}","connected_at_ms":{},"last_seen_ms":{}}}"#,
-            self.id, self.peer, self.connected_at_ms, self.last_seen_ms
+            r#"{{"id":"{}","node":"{}","peer":"{}","connected_at_ms":{},"last_seen_ms":{}}}"#,
+            self.id, self.node, self.peer, self.connected_at_ms, self.last_seen_ms
         );
+    }
+
+    /// The same, as a JSON value (for answers between nodes).
+    pub fn to_value(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "node": self.node,
+            "peer": self.peer.to_string(),
+            "connected_at_ms": self.connected_at_ms,
+            "last_seen_ms": self.last_seen_ms,
+        })
+    }
+
+    /// Reads what [`to_value`](Self::to_value) wrote; `None` if malformed.
+    pub fn from_value(v: &serde_json::Value) -> Option<ClientInfo> {
+        let id = v["id"].as_str()?;
+        let node = v["node"].as_str()?;
+        if !is_valid_client_id(id.as_bytes()) || !crate::config::is_valid_node_id(node) {
+            return None;
+        }
+        Some(ClientInfo {
+            id: id.to_string(),
+            node: node.to_string(),
+            peer: v["peer"].as_str()?.parse().ok()?,
+            connected_at_ms: v["connected_at_ms"].as_u64()?,
+            last_seen_ms: v["last_seen_ms"].as_u64()?,
+        })
     }
 
     fn json(&self) -> String {
@@ -51,33 +80,123 @@ impl ClientInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unavailable;
 
+/// A node as `GET /nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub clients: usize,
+    pub connections: usize,
+    pub last_seen_ms: u64,
+    pub is_self: bool,
+}
+
+/// Whether operations that need other nodes can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// No cluster: this node is the whole server.
+    #[default]
+    Single,
+    Up,
+    /// Redis is unreachable (or the subscription unproven): only what this
+    /// node holds can be served.
+    Down,
+}
+
+/// A request only other nodes can complete. It is answered later, off the
+/// event loop, with a [`RemoteResult`]; the admin connection waits for it.
+#[derive(Debug)]
+pub enum RemoteOp {
+    /// A client this node does not hold.
+    Client {
+        id: String,
+    },
+    Push {
+        id: String,
+        msg: Outgoing,
+    },
+    Kick {
+        id: String,
+        reason: String,
+    },
+    /// Sent to this node's `here` connections already; now the others.
+    Broadcast {
+        msg: Outgoing,
+        here: usize,
+    },
+    /// A page of every node's clients (or of `node`'s).
+    Page {
+        after: Option<String>,
+        limit: usize,
+        node: Option<String>,
+    },
+    Nodes,
+}
+
+/// How a [`RemoteOp`] ended.
+#[derive(Debug)]
+pub enum RemoteResult {
+    Client(Option<ClientInfo>),
+    /// Pushed to, or kicked on, this node; `None`: no live node holds it.
+    Delivered(Option<String>),
+    Broadcast {
+        recipients: usize,
+        nodes: usize,
+    },
+    Page {
+        total: usize,
+        clients: Vec<ClientInfo>,
+        next: Option<String>,
+    },
+    Nodes(Vec<NodeInfo>),
+    /// Redis or a node needed did not answer in time.
+    Unavailable,
+}
+
 /// What the admin API may ask of the server.
 pub(crate) trait Backend {
+    /// This node's id.
+    fn node(&self) -> &str;
+    fn cluster(&self) -> ClusterState;
+    /// This node, as `/nodes` lists it.
+    fn node_info(&self) -> NodeInfo;
     fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable>;
-    /// Total online, up to `limit` clients after `after` in id order, and
-    /// the id to page on from when more follow.
+    /// Total online here, up to `limit` of this node's clients after
+    /// `after` in id order, and the id to page on from when more follow.
     fn clients_page(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(usize, Vec<ClientInfo>, Option<String>), Unavailable>;
-    /// Queues `msg` for client `id`; false when it is not online.
+    /// Queues `msg` for client `id`; false when it is not online here.
     fn push(&mut self, id: &str, msg: Outgoing) -> bool;
-    /// Queues `msg` for every open connection; how many.
+    /// Queues `msg` for every open connection of this node; how many.
     fn broadcast(&mut self, msg: Outgoing) -> Result<usize, Unavailable>;
-    /// Closes client `id` with 4003; false when it is not online.
+    /// Closes client `id` with 4003; false when it is not online here.
     fn kick(&mut self, id: &str, reason: &str) -> bool;
     fn metrics(&self) -> Result<String, Unavailable>;
+    /// Starts `op` off the loop; its result comes back to the admin
+    /// connection `waiter` (its id and request number) later.
+    fn remote(&mut self, op: RemoteOp, waiter: (ConnId, u64));
 }
 
 /// What the connection does after a request was answered.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Routed {
     /// The response is in `out`.
     Done,
     /// The response head of an event stream is in `out`; the connection is
     /// now a `/events` subscriber.
     Events,
+    /// Nothing is in `out` yet: the answer needs other nodes. The caller
+    /// runs the operation and writes its result with [`write_remote`].
+    Remote(RemoteOp, Reply),
+}
+
+/// How to write a response that comes later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub keep_alive: bool,
+    pub head: bool,
 }
 
 pub(crate) struct Settings<'a> {
@@ -99,6 +218,85 @@ fn unavailable(out: &mut Vec<u8>, keep_alive: bool) {
     error(out, 503, "an event loop did not answer in time; try again", keep_alive);
 }
 
+fn cluster_unavailable(out: &mut Vec<u8>, keep_alive: bool) {
+    error(out, 503, "cluster unavailable", keep_alive);
+}
+
+fn not_online(out: &mut Vec<u8>, keep_alive: bool) {
+    error(out, 404, "client not online", keep_alive);
+}
+
+/// Writes the response to a [`Routed::Remote`] request.
+pub(crate) fn write_remote(out: &mut Vec<u8>, op_result: RemoteResult, reply: Reply) {
+    let start = out.len();
+    let ka = reply.keep_alive;
+    match op_result {
+        RemoteResult::Unavailable => cluster_unavailable(out, ka),
+        RemoteResult::Client(Some(c)) => http::write_response(out, 200, JSON, &[], c.json().as_bytes(), ka),
+        RemoteResult::Client(None) | RemoteResult::Delivered(None) => not_online(out, ka),
+        // The two deliveries differ by their method; the caller knows which.
+        RemoteResult::Delivered(Some(node)) => json_response(out, 202, &json!({ "queued": true, "node": node }), ka),
+        RemoteResult::Broadcast { recipients, nodes } => {
+            json_response(out, 202, &json!({ "recipients": recipients, "nodes": nodes }), ka)
+        }
+        RemoteResult::Page { total, clients, next } => write_page(out, total, &clients, next, ka),
+        RemoteResult::Nodes(nodes) => write_nodes(out, &nodes, ka),
+    }
+    if reply.head {
+        strip_body(out, start);
+    }
+}
+
+/// The answer to a kick that needed another node (`Delivered` means
+/// kicked there).
+pub(crate) fn write_remote_kick(out: &mut Vec<u8>, id: &str, op_result: RemoteResult, reply: Reply) {
+    match op_result {
+        RemoteResult::Delivered(Some(node)) => {
+            json_response(out, 200, &json!({ "kicked": id, "node": node }), reply.keep_alive)
+        }
+        other => write_remote(out, other, reply),
+    }
+}
+
+fn write_page(out: &mut Vec<u8>, total: usize, clients: &[ClientInfo], next: Option<String>, ka: bool) {
+    let mut body = format!(r#"{{"total":{total},"clients":["#);
+    for (i, c) in clients.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        c.write_json(&mut body);
+    }
+    // Ids hold only characters that need no escaping in JSON.
+    match next {
+        Some(next) => body.push_str(&format!(r#"],"next":"{next}"}}"#)),
+        None => body.push_str(r#"],"next":null}"#),
+    }
+    http::write_response(out, 200, JSON, &[], body.as_bytes(), ka);
+}
+
+fn write_nodes(out: &mut Vec<u8>, nodes: &[NodeInfo], ka: bool) {
+    let list: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "clients": n.clients,
+                "connections": n.connections,
+                "last_seen_ms": n.last_seen_ms,
+                "self": n.is_self,
+            })
+        })
+        .collect();
+    json_response(out, 200, &json!({ "nodes": list }), ka);
+}
+
+/// HEAD: the same head as GET (Content-Length included), no body.
+fn strip_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(i) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + i + 4);
+    }
+}
+
 fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
     http::write_json_error(out, 405, "method not allowed", &[("Allow", allow)], keep_alive);
 }
@@ -113,11 +311,8 @@ pub(crate) fn route(
     let start = out.len();
     let head = req.method == Method::Head;
     let routed = route_inner(req, settings, backend, out);
-    if head && routed == Routed::Done {
-        // HEAD: the same head as GET (Content-Length included), no body.
-        if let Some(i) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-            out.truncate(start + i + 4);
-        }
+    if head && matches!(routed, Routed::Done) {
+        strip_body(out, start);
     }
     routed
 }
@@ -130,6 +325,17 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
             method_not_allowed(out, "GET, HEAD", ka);
         } else {
             http::write_response(out, 200, "text/plain; charset=utf-8", &[], b"ok\n", ka);
+        }
+        return Routed::Done;
+    }
+    if req.path == "/readyz" {
+        // Open like /healthz: load balancers ask it.
+        if !get {
+            method_not_allowed(out, "GET, HEAD", ka);
+        } else if backend.cluster() == ClusterState::Down {
+            cluster_unavailable(out, ka);
+        } else {
+            http::write_response(out, 200, "text/plain; charset=utf-8", &[], b"ready\n", ka);
         }
         return Routed::Done;
     }
@@ -147,7 +353,23 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
         }
     }
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
+    let cluster = backend.cluster();
+    let later = Reply {
+        keep_alive: ka,
+        head: req.method == Method::Head,
+    };
     match segments.as_slice() {
+        ["nodes"] => {
+            if !get {
+                method_not_allowed(out, "GET, HEAD", ka);
+            } else {
+                match cluster {
+                    ClusterState::Single => write_nodes(out, &[backend.node_info()], ka),
+                    ClusterState::Up => return Routed::Remote(RemoteOp::Nodes, later),
+                    ClusterState::Down => cluster_unavailable(out, ka),
+                }
+            }
+        }
         ["metrics"] => {
             if !get {
                 method_not_allowed(out, "GET, HEAD", ka);
@@ -180,10 +402,18 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                 method_not_allowed(out, "POST", ka);
             } else {
                 match message_body(req) {
-                    Ok(msg) => match backend.broadcast(msg) {
-                        Ok(n) => json_response(out, 202, &json!({ "recipients": n }), ka),
-                        Err(Unavailable) => unavailable(out, ka),
-                    },
+                    // Not even locally: a retry must not deliver twice here.
+                    Ok(_) if cluster == ClusterState::Down => cluster_unavailable(out, ka),
+                    Ok(msg) => {
+                        let remote = (cluster == ClusterState::Up).then(|| msg.clone());
+                        match backend.broadcast(msg) {
+                            Ok(here) => match remote {
+                                Some(msg) => return Routed::Remote(RemoteOp::Broadcast { msg, here }, later),
+                                None => json_response(out, 202, &json!({ "recipients": here, "nodes": 1 }), ka),
+                            },
+                            Err(Unavailable) => unavailable(out, ka),
+                        }
+                    }
                     Err(e) => error(out, 400, e, ka),
                 }
             }
@@ -215,23 +445,35 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                     return Routed::Done;
                 }
             };
+            let node = match http::query_param(req.query, "node") {
+                None => None,
+                Some(Ok(v)) if crate::config::is_valid_node_id(&v) => Some(v),
+                Some(_) => {
+                    error(out, 400, "malformed node", ka);
+                    return Routed::Done;
+                }
+            };
+            let only_here = node.as_deref() == Some(backend.node());
+            match cluster {
+                ClusterState::Up if !only_here => {
+                    return Routed::Remote(RemoteOp::Page { after, limit, node }, later);
+                }
+                ClusterState::Down if !only_here => {
+                    cluster_unavailable(out, ka);
+                    return Routed::Done;
+                }
+                // On a single node, another node's clients are none.
+                ClusterState::Single if node.is_some() && !only_here => {
+                    write_page(out, 0, &[], None, ka);
+                    return Routed::Done;
+                }
+                _ => {}
+            }
             let Ok((total, clients, next)) = backend.clients_page(after.as_deref(), limit) else {
                 unavailable(out, ka);
                 return Routed::Done;
             };
-            let mut body = format!(r#"{{"total":{total},"clients":["#);
-            for (i, c) in clients.iter().enumerate() {
-                if i > 0 {
-                    body.push(',');
-                }
-                c.write_json(&mut body);
-            }
-            // Ids hold only characters that need no escaping in JSON.
-            match next {
-                Some(next) => body.push_str(&format!(r#"],"next":"{next}"}}"#)),
-                None => body.push_str(r#"],"next":null}"#),
-            }
-            http::write_response(out, 200, JSON, &[], body.as_bytes(), ka);
+            write_page(out, total, &clients, next, ka);
         }
         ["clients", raw_id] | ["clients", raw_id, "messages"] => {
             let Some(id) = decode_id(raw_id) else {
@@ -245,10 +487,16 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                 }
                 match message_body(req) {
                     Ok(msg) => {
+                        let remote = (cluster == ClusterState::Up).then(|| msg.clone());
                         if backend.push(&id, msg) {
-                            json_response(out, 202, &json!({ "queued": true }), ka);
+                            let node = backend.node().to_string();
+                            json_response(out, 202, &json!({ "queued": true, "node": node }), ka);
                         } else {
-                            error(out, 404, "client not online", ka);
+                            match (cluster, remote) {
+                                (ClusterState::Down, _) => cluster_unavailable(out, ka),
+                                (_, Some(msg)) => return Routed::Remote(RemoteOp::Push { id, msg }, later),
+                                _ => not_online(out, ka),
+                            }
                         }
                     }
                     Err(e) => error(out, 400, e, ka),
@@ -258,7 +506,11 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
             match req.method {
                 Method::Get | Method::Head => match backend.client(&id) {
                     Ok(Some(c)) => http::write_response(out, 200, JSON, &[], c.json().as_bytes(), ka),
-                    Ok(None) => error(out, 404, "client not online", ka),
+                    Ok(None) => match cluster {
+                        ClusterState::Up => return Routed::Remote(RemoteOp::Client { id }, later),
+                        ClusterState::Down => cluster_unavailable(out, ka),
+                        ClusterState::Single => not_online(out, ka),
+                    },
                     Err(Unavailable) => unavailable(out, ka),
                 },
                 Method::Delete => {
@@ -269,9 +521,17 @@ fn route_inner(req: &Request<'_>, settings: &Settings<'_>, backend: &mut dyn Bac
                     if reason.len() > 123 {
                         error(out, 400, "the reason (request body) must be at most 123 bytes", ka);
                     } else if backend.kick(&id, reason) {
-                        json_response(out, 200, &json!({ "kicked": id }), ka);
+                        let node = backend.node().to_string();
+                        json_response(out, 200, &json!({ "kicked": id, "node": node }), ka);
                     } else {
-                        error(out, 404, "client not online", ka);
+                        match cluster {
+                            ClusterState::Up => {
+                                let reason = reason.to_string();
+                                return Routed::Remote(RemoteOp::Kick { id, reason }, later);
+                            }
+                            ClusterState::Down => cluster_unavailable(out, ka),
+                            ClusterState::Single => not_online(out, ka),
+                        }
                     }
                 }
                 _ => method_not_allowed(out, "GET, HEAD, DELETE", ka),
@@ -311,17 +571,18 @@ fn message_body(req: &Request<'_>) -> Result<Outgoing, &'static str> {
 }
 
 /// Appends one presence event in the `text/event-stream` format. Online
-/// events carry `"reason": null`.
-pub(crate) fn write_event(out: &mut Vec<u8>, ev: &PresenceEvent) {
+/// events carry `"reason": null`; `node` is the node it happened on.
+pub(crate) fn write_event(out: &mut Vec<u8>, ev: &PresenceEvent, node: &str) {
     use std::io::Write;
+    // Ids and node ids hold only characters that need no escaping in JSON.
     let _ = match ev {
         PresenceEvent::Online { id, at_ms } => write!(
             out,
-            "event: online\ndata: {{\"id\":\"{id}\",\"reason\":null,\"at_ms\":{at_ms}}}\n\n"
+            "event: online\ndata: {{\"id\":\"{id}\",\"reason\":null,\"at_ms\":{at_ms},\"node\":\"{node}\"}}\n\n"
         ),
         PresenceEvent::Offline { id, reason, at_ms } => write!(
             out,
-            "event: offline\ndata: {{\"id\":\"{id}\",\"reason\":\"{}\",\"at_ms\":{at_ms}}}\n\n",
+            "event: offline\ndata: {{\"id\":\"{id}\",\"reason\":\"{}\",\"at_ms\":{at_ms},\"node\":\"{node}\"}}\n\n",
             reason.as_str()
         ),
     };
@@ -338,11 +599,13 @@ mod tests {
         pushed: Vec<(String, Outgoing)>,
         kicked: Vec<(String, String)>,
         broadcasts: Vec<Outgoing>,
+        cluster: ClusterState,
     }
 
     fn info(id: &str) -> ClientInfo {
         ClientInfo {
             id: id.to_string(),
+            node: "n1".to_string(),
             peer: "127.0.0.1:5000".parse().unwrap(),
             connected_at_ms: 1,
             last_seen_ms: 2,
@@ -350,6 +613,21 @@ mod tests {
     }
 
     impl Backend for Fake {
+        fn node(&self) -> &str {
+            "n1"
+        }
+        fn cluster(&self) -> ClusterState {
+            self.cluster
+        }
+        fn node_info(&self) -> NodeInfo {
+            NodeInfo {
+                id: "n1".into(),
+                clients: self.online.len(),
+                connections: self.online.len(),
+                last_seen_ms: 7,
+                is_self: true,
+            }
+        }
         fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable> {
             Ok(self.online.iter().find(|c| *c == id).map(|c| info(c)))
         }
@@ -388,6 +666,7 @@ mod tests {
         fn metrics(&self) -> Result<String, Unavailable> {
             Ok("wsbeat_up 1\n".into())
         }
+        fn remote(&mut self, _op: RemoteOp, _waiter: (ConnId, u64)) {}
     }
 
     fn req<'a>(method: Method, target: &'a str, body: &'a [u8]) -> Request<'a> {
@@ -405,7 +684,10 @@ mod tests {
 
     fn call(fake: &mut Fake, token: Option<&str>, r: &Request<'_>) -> (u16, String) {
         let mut out = Vec::new();
-        route(r, &Settings { token }, fake, &mut out);
+        assert!(!matches!(
+            route(r, &Settings { token }, fake, &mut out),
+            Routed::Remote(..)
+        ));
         let text = String::from_utf8(out).unwrap();
         let status = text[9..12].parse().unwrap();
         (status, text)
@@ -540,10 +822,79 @@ mod tests {
                 reason: OfflineReason::HeartbeatTimeout,
                 at_ms: 42,
             },
+            "n2",
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "event: offline\ndata: {\"id\":\"dev-1\",\"reason\":\"heartbeat_timeout\",\"at_ms\":42}\n\n"
+            "event: offline\ndata: {\"id\":\"dev-1\",\"reason\":\"heartbeat_timeout\",\"at_ms\":42,\"node\":\"n2\"}\n\n"
         );
+    }
+
+    /// With a cluster, what this node cannot answer becomes a remote
+    /// operation; while Redis is down it is 503 at once, and what is here
+    /// is still served here.
+    #[test]
+    fn cluster_routing() {
+        let mut f = Fake {
+            online: vec!["a".into()],
+            cluster: ClusterState::Up,
+            ..Default::default()
+        };
+        let remote = |f: &mut Fake, r: &Request<'_>| {
+            let mut out = Vec::new();
+            match route(r, &Settings { token: None }, f, &mut out) {
+                Routed::Remote(op, _) => Some(op),
+                _ => None,
+            }
+        };
+        assert!(matches!(
+            remote(&mut f, &req(Method::Get, "/clients/zz", b"")),
+            Some(RemoteOp::Client { .. })
+        ));
+        assert!(remote(&mut f, &req(Method::Get, "/clients/a", b"")).is_none());
+        assert!(matches!(
+            remote(&mut f, &req(Method::Post, "/clients/zz/messages", b"x")),
+            Some(RemoteOp::Push { .. })
+        ));
+        assert!(matches!(
+            remote(&mut f, &req(Method::Delete, "/clients/zz", b"")),
+            Some(RemoteOp::Kick { .. })
+        ));
+        assert!(matches!(
+            remote(&mut f, &req(Method::Post, "/broadcast", b"x")),
+            Some(RemoteOp::Broadcast { here: 1, .. })
+        ));
+        assert!(matches!(
+            remote(&mut f, &req(Method::Get, "/clients", b"")),
+            Some(RemoteOp::Page { .. })
+        ));
+        assert!(remote(&mut f, &req(Method::Get, "/clients?node=n1", b"")).is_none());
+        assert!(matches!(
+            remote(&mut f, &req(Method::Get, "/nodes", b"")),
+            Some(RemoteOp::Nodes)
+        ));
+        assert_eq!(call(&mut f, None, &req(Method::Get, "/readyz", b"")).0, 200);
+
+        f.cluster = ClusterState::Down;
+        f.broadcasts.clear();
+        for (r, want) in [
+            (req(Method::Get, "/clients/zz", b""), 503),
+            (req(Method::Get, "/clients/a", b""), 200),
+            (req(Method::Post, "/clients/a/messages", b"x"), 202),
+            (req(Method::Post, "/clients/zz/messages", b"x"), 503),
+            (req(Method::Post, "/broadcast", b"x"), 503),
+            (req(Method::Get, "/clients", b""), 503),
+            (req(Method::Get, "/clients?node=n1", b""), 200),
+            (req(Method::Get, "/nodes", b""), 503),
+            (req(Method::Get, "/readyz", b""), 503),
+            (req(Method::Get, "/healthz", b""), 200),
+        ] {
+            let (got, text) = call(&mut f, None, &r);
+            assert_eq!(got, want, "{} -> {text}", r.path);
+            if got == 503 {
+                assert_eq!(body(&text)["error"], "cluster unavailable");
+            }
+        }
+        assert!(f.broadcasts.is_empty(), "no local half of a broadcast that answers 503");
     }
 }

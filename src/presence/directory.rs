@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::registry::{Bind, Registry};
-use super::types::{ConnId, DuplicateId, OfflineReason, PresenceEvent};
+use super::types::{ConnId, DuplicateId, NodeEvent, OfflineReason, PresenceEvent};
 
 /// Every change also becomes a [`PresenceEvent`], recorded in the order the
 /// changes were decided (across all loops) while someone [`watch`]es, for
@@ -39,7 +39,7 @@ pub trait Directory: Send + Sync {
     /// Starts (or stops) recording events; stopping drops what is recorded.
     fn watch(&self, on: bool);
     /// Moves the recorded events, oldest first, to `into`.
-    fn take_events(&self, into: &mut Vec<PresenceEvent>);
+    fn take_events(&self, into: &mut Vec<NodeEvent>);
 }
 
 /// The in-process form: one [`Registry`] behind a mutex, shared by every
@@ -56,7 +56,7 @@ pub struct SharedRegistry {
 struct Inner {
     registry: Registry,
     /// Events recorded while watched, oldest first.
-    events: Vec<PresenceEvent>,
+    events: Vec<NodeEvent>,
 }
 
 impl SharedRegistry {
@@ -81,14 +81,19 @@ impl Directory for SharedRegistry {
         let bind = inner.registry.bind(id, conn, mode);
         if self.watched() {
             if let Bind::Replaced(_) = bind {
-                inner.events.push(PresenceEvent::Offline {
-                    id: id.clone(),
-                    reason: OfflineReason::Replaced,
-                    at_ms,
-                });
+                inner.events.push(
+                    PresenceEvent::Offline {
+                        id: id.clone(),
+                        reason: OfflineReason::Replaced,
+                        at_ms,
+                    }
+                    .into(),
+                );
             }
             if bind != Bind::Rejected {
-                inner.events.push(PresenceEvent::Online { id: id.clone(), at_ms });
+                inner
+                    .events
+                    .push(PresenceEvent::Online { id: id.clone(), at_ms }.into());
             }
         }
         bind
@@ -98,11 +103,14 @@ impl Directory for SharedRegistry {
         let mut inner = self.inner();
         let unbound = inner.registry.unbind(id, conn);
         if unbound && self.watched() {
-            inner.events.push(PresenceEvent::Offline {
-                id: id.clone(),
-                reason,
-                at_ms,
-            });
+            inner.events.push(
+                PresenceEvent::Offline {
+                    id: id.clone(),
+                    reason,
+                    at_ms,
+                }
+                .into(),
+            );
         }
         unbound
     }
@@ -129,7 +137,7 @@ impl Directory for SharedRegistry {
         }
     }
 
-    fn take_events(&self, into: &mut Vec<PresenceEvent>) {
+    fn take_events(&self, into: &mut Vec<NodeEvent>) {
         if self.watched() {
             into.append(&mut self.inner().events);
         }
@@ -160,6 +168,7 @@ mod tests {
         assert!(dir.unbind(&id, ConnId::from_raw(2), OfflineReason::Kicked, 5));
         let mut got = Vec::new();
         dir.take_events(&mut got);
+        let mut got: Vec<PresenceEvent> = got.into_iter().map(|e| e.event).collect();
         let offline = |reason, at_ms| PresenceEvent::Offline {
             id: id.clone(),
             reason,
@@ -178,7 +187,9 @@ mod tests {
         );
         dir.watch(false);
         dir.bind(&id, ConnId::from_raw(4), DuplicateId::Replace, 6);
-        dir.take_events(&mut got);
+        let mut more = Vec::new();
+        dir.take_events(&mut more);
+        got.extend(more.into_iter().map(|e| e.event));
         assert_eq!(got.len(), 3, "nothing recorded while unwatched");
     }
 

@@ -13,4 +13,4 @@ mod types;
 
 pub use directory::{Directory, SharedRegistry};
 pub use registry::{Bind, Registry};
-pub use types::{ConnId, DuplicateId, OfflineReason, PresenceEvent};
+pub use types::{ConnId, DuplicateId, NodeEvent, OfflineReason, PresenceEvent};

@@ -83,10 +83,12 @@ pub enum OfflineReason {
     Backpressure,
     /// The server is shutting down.
     Shutdown,
+    /// The node holding it stopped renewing its lease (cluster).
+    NodeLost,
 }
 
 impl OfflineReason {
-    pub const ALL: [OfflineReason; 7] = [
+    pub const ALL: [OfflineReason; 8] = [
         OfflineReason::Closed,
         OfflineReason::Error,
         OfflineReason::HeartbeatTimeout,
@@ -94,6 +96,7 @@ impl OfflineReason {
         OfflineReason::Kicked,
         OfflineReason::Backpressure,
         OfflineReason::Shutdown,
+        OfflineReason::NodeLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,7 +108,13 @@ impl OfflineReason {
             OfflineReason::Kicked => "kicked",
             OfflineReason::Backpressure => "backpressure",
             OfflineReason::Shutdown => "shutdown",
+            OfflineReason::NodeLost => "node_lost",
         }
+    }
+
+    /// The reason named `s` (as [`as_str`](Self::as_str) writes it).
+    pub fn parse(s: &str) -> Option<OfflineReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -121,4 +130,17 @@ pub enum PresenceEvent {
         reason: OfflineReason,
         at_ms: u64,
     },
+}
+
+/// A presence change and the node it happened on (`None`: this one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub node: Option<Arc<str>>,
+    pub event: PresenceEvent,
+}
+
+impl From<PresenceEvent> for NodeEvent {
+    fn from(event: PresenceEvent) -> Self {
+        NodeEvent { node: None, event }
+    }
 }

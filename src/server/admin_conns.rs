@@ -14,9 +14,9 @@ use slab::Slab;
 use super::connections::write_some;
 use super::token::admin_token;
 use crate::admin::http::{self, Limits, Parse};
-use crate::admin::{self as api, Backend, Routed};
+use crate::admin::{self as api, Backend, RemoteOp, RemoteResult, Routed};
 use crate::config::Config;
-use crate::presence::{ConnId, PresenceEvent};
+use crate::presence::{ConnId, NodeEvent};
 use crate::session::ms;
 use crate::timer::{TimerKey, TimerWheel};
 
@@ -34,7 +34,23 @@ struct AdminConn {
     events: bool,
     /// Close once the output is written.
     close_after_flush: bool,
+    /// Waiting for the result of a request other nodes must answer; later
+    /// requests wait behind it (responses keep their order).
+    parked: Option<Parked>,
+    /// Requests parked so far: tells a late result from the awaited one.
+    parked_count: u64,
 }
+
+struct Parked {
+    seq: u64,
+    reply: api::Reply,
+    /// The id of a kick (its answer names it).
+    kick: Option<String>,
+}
+
+/// The longest a parked request waits: every admin answer comes within
+/// 2 s, and the cluster gives up before this.
+const PARK_TIMEOUT_MS: u64 = 1900;
 
 /// Every admin connection of the loop.
 pub(super) struct AdminConns {
@@ -127,6 +143,8 @@ impl AdminConns {
                         timer,
                         events: false,
                         close_after_flush: false,
+                        parked: None,
+                        parked_count: 0,
                     });
                     debug!("admin {peer}: accepted");
                 }
@@ -210,16 +228,31 @@ impl AdminConns {
         let mut events = false;
         let mut close = false;
         let mut served = 0;
-        while pos < input.len() && !events && !close {
+        let mut parked = a.parked.is_some();
+        while pos < input.len() && !events && !close && !parked {
             match http::parse_request(&input[pos..], &limits) {
                 Parse::Partial => break,
                 Parse::Complete(req, used) => {
                     pos += used;
                     served += 1;
-                    if api::route(&req, &settings, backend, &mut out) == Routed::Events {
-                        events = true;
+                    match api::route(&req, &settings, backend, &mut out) {
+                        Routed::Done => close = !req.keep_alive,
+                        Routed::Events => events = true,
+                        Routed::Remote(op, reply) => {
+                            a.parked_count += 1;
+                            let kick = match &op {
+                                RemoteOp::Kick { id, .. } => Some(id.clone()),
+                                _ => None,
+                            };
+                            a.parked = Some(Parked {
+                                seq: a.parked_count,
+                                reply,
+                                kick,
+                            });
+                            parked = true;
+                            backend.remote(op, (a.id, a.parked_count));
+                        }
                     }
-                    close = !req.keep_alive;
                 }
                 Parse::Error(e) => {
                     http::write_json_error(&mut out, e.status, e.message, &[], false);
@@ -245,7 +278,9 @@ impl AdminConns {
         a.events |= events;
         a.close_after_flush |= close;
         let subscribed = a.events;
-        if served > 0 && !subscribed {
+        if parked {
+            self.rearm(idx, now + PARK_TIMEOUT_MS);
+        } else if served > 0 && !subscribed {
             self.rearm(idx, now + self.idle_ms);
         }
         if events {
@@ -317,7 +352,13 @@ impl AdminConns {
             }
             let a = &mut self.table[idx];
             a.timer = None;
-            if a.events {
+            if a.parked.is_some() {
+                // The cluster did not answer in time: 503 now (the cluster
+                // ends its operations before this).
+                self.complete_parked(idx, RemoteResult::Unavailable);
+                self.rearm(idx, now + self.idle_ms);
+                self.flush(idx);
+            } else if a.events {
                 a.out.extend_from_slice(b": keepalive\n\n");
                 self.rearm(idx, now + self.keepalive_ms());
                 self.flush(idx);
@@ -327,15 +368,52 @@ impl AdminConns {
         }
     }
 
+    /// Writes a parked request's answer.
+    fn complete_parked(&mut self, idx: usize, result: RemoteResult) {
+        let a = &mut self.table[idx];
+        let Some(p) = a.parked.take() else { return };
+        match &p.kick {
+            Some(id) => api::write_remote_kick(&mut a.out, id, result, p.reply),
+            None => api::write_remote(&mut a.out, result, p.reply),
+        }
+        a.close_after_flush |= !p.reply.keep_alive;
+    }
+
+    /// The result of a remote operation, for the admin connection that is
+    /// waiting for it (if it still is: it may have timed out or gone).
+    pub fn on_remote_result(
+        &mut self,
+        waiter: (ConnId, u64),
+        result: RemoteResult,
+        now: u64,
+        backend: &mut dyn Backend,
+    ) {
+        let (id, seq) = waiter;
+        let idx = id.slot();
+        let waiting = self
+            .table
+            .get(idx)
+            .is_some_and(|a| a.id == id && a.parked.as_ref().is_some_and(|p| p.seq == seq));
+        if !waiting {
+            return;
+        }
+        self.complete_parked(idx, result);
+        self.rearm(idx, now + self.idle_ms);
+        // Requests that arrived behind it.
+        if self.process(idx, now, backend) {
+            self.flush(idx);
+        }
+    }
+
     /// Sends presence events to every `/events` subscriber.
-    pub fn publish(&mut self, events: &[PresenceEvent]) {
+    pub fn publish(&mut self, events: &[NodeEvent], this_node: &str) {
         let subscribers: Vec<usize> = self.table.iter().filter(|(_, a)| a.events).map(|(k, _)| k).collect();
         if subscribers.is_empty() {
             return;
         }
         let mut bytes = Vec::new();
         for ev in events {
-            api::write_event(&mut bytes, ev);
+            api::write_event(&mut bytes, &ev.event, ev.node.as_deref().unwrap_or(this_node));
         }
         for idx in subscribers {
             self.table[idx].out.extend_from_slice(&bytes);

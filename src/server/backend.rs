@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::connections::Connections;
+use super::links::LoopMsg;
 use super::links::{Answer, LoopNumbers, Question};
-use crate::admin::{Backend, ClientInfo, Unavailable};
+use crate::admin::{Backend, ClientInfo, ClusterState, NodeInfo, RemoteOp, Unavailable};
 use crate::handler::{Command, Outgoing};
 use crate::metrics::{self, Gauges};
 use crate::presence::ConnId;
@@ -34,12 +35,22 @@ pub(super) fn client_infos(conns: &Connections, wanted: &[(Arc<str>, ConnId)]) -
             let c = &conns.table[conns.live(*conn)?];
             Some(ClientInfo {
                 id: id.to_string(),
+                node: conns.cx.cfg.node_id.clone().unwrap_or_default(),
                 peer: c.io.peer_addr().ok()?,
                 connected_at_ms: conns.cx.wall_ms(c.connected_at()),
                 last_seen_ms: conns.cx.wall_ms(c.last_seen()),
             })
         })
         .collect()
+}
+
+/// `wanted` split by the loop holding each.
+pub(super) fn group_by_loop(wanted: &[(Arc<str>, ConnId)]) -> HashMap<usize, Vec<(Arc<str>, ConnId)>> {
+    let mut by_loop: HashMap<usize, Vec<(Arc<str>, ConnId)>> = HashMap::new();
+    for (id, conn) in wanted {
+        by_loop.entry(conn.loop_index()).or_default().push((id.clone(), *conn));
+    }
+    by_loop
 }
 
 /// This loop's share of `/metrics`. One pass over the connections per
@@ -64,10 +75,7 @@ impl LoopBackend<'_> {
     /// its own at once. `None` when a loop did not answer in time.
     fn infos(&self, wanted: &[(Arc<str>, ConnId)]) -> Result<Vec<ClientInfo>, Unavailable> {
         let me = self.conns.loop_index;
-        let mut by_loop: HashMap<usize, Vec<(Arc<str>, ConnId)>> = HashMap::new();
-        for (id, conn) in wanted {
-            by_loop.entry(conn.loop_index()).or_default().push((id.clone(), *conn));
-        }
+        let mut by_loop = group_by_loop(wanted);
         let mut found: HashMap<String, ClientInfo> = HashMap::new();
         if let Some(local) = by_loop.remove(&me) {
             found.extend(client_infos(self.conns, &local).into_iter().map(|c| (c.id.clone(), c)));
@@ -98,6 +106,48 @@ impl LoopBackend<'_> {
 }
 
 impl Backend for LoopBackend<'_> {
+    fn node(&self) -> &str {
+        self.conns.cx.cfg.node_id.as_deref().unwrap_or_default()
+    }
+
+    fn cluster(&self) -> ClusterState {
+        match &self.conns.shared.cluster {
+            None => ClusterState::Single,
+            Some(c) if c.is_up() => ClusterState::Up,
+            Some(_) => ClusterState::Down,
+        }
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let shared = &self.conns.shared;
+        NodeInfo {
+            id: self.node().to_string(),
+            clients: shared.directory.len(),
+            connections: shared
+                .loops
+                .iter()
+                .map(|l| l.connections_open.load(std::sync::atomic::Ordering::Relaxed))
+                .sum(),
+            last_seen_ms: self.conns.cx.wall_ms(self.conns.cx.now()),
+            is_self: true,
+        }
+    }
+
+    fn remote(&mut self, op: RemoteOp, waiter: (ConnId, u64)) {
+        let Some(cluster) = &self.conns.shared.cluster else {
+            return;
+        };
+        let shared = Arc::downgrade(&self.conns.shared);
+        cluster.submit(
+            op,
+            Box::new(move |result| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.send(0, LoopMsg::AdminReply(waiter, result));
+                }
+            }),
+        );
+    }
+
     fn client(&self, id: &str) -> Result<Option<ClientInfo>, Unavailable> {
         let Some(conn) = self.conns.cx.registry.lookup(id) else {
             return Ok(None);
@@ -183,6 +233,7 @@ impl Backend for LoopBackend<'_> {
                 connections_buffering: ordered.iter().map(|n| n.connections_buffering).sum(),
                 buffered_bytes: ordered.iter().map(|n| n.buffered_bytes).sum(),
                 loop_connections: ordered.iter().map(|n| n.connections_open).collect(),
+                cluster: self.conns.shared.cluster.as_ref().map(|c| (c.is_up(), c.nodes())),
             },
         ))
     }

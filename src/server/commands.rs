@@ -60,6 +60,13 @@ impl Connections {
                     let _ = self.apply(idx, after);
                 }
             }
+            Command::Rejected(id) if id.loop_index() != self.loop_index => self.forward(id.loop_index(), c),
+            Command::Rejected(id) => {
+                if let Some(idx) = self.live(id) {
+                    let after = self.table[idx].rejected(&mut self.cx);
+                    let _ = self.apply(idx, after);
+                }
+            }
             Command::SendConn(id, _) if id.loop_index() != self.loop_index => self.forward(id.loop_index(), c),
             Command::SendConn(id, msg) => {
                 self.send_conn(id, &msg);

@@ -24,7 +24,7 @@ use super::links::{Answer, LoopInbox, LoopMsg, Question, Shared};
 use super::listener::Acceptor;
 use super::token::Source;
 use crate::handler::Command;
-use crate::presence::PresenceEvent;
+use crate::presence::{NodeEvent, PresenceEvent};
 use crate::session::ms;
 
 /// Marks a loop stopped when it ends, however it ends. Loop 0 then stops the
@@ -40,6 +40,13 @@ struct Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         self.shared.loops[self.index].stopped.store(true, Ordering::Release);
+        if let Some(cluster) = &self.shared.cluster
+            && self.shared.loops.iter().all(|l| l.stopped.load(Ordering::Acquire))
+        {
+            // The last loop out: the shutdown's offline events go to Redis,
+            // and this node leaves the cluster.
+            cluster.stop();
+        }
         if self.index == 0 {
             let led = self.shared.shutting_down.load(Ordering::Acquire);
             for l in 1..self.shared.loops.len() {
@@ -83,7 +90,7 @@ pub struct EventLoop {
     pub(super) shutdown_requested: bool,
     pub(super) exit_now: bool,
     /// Events being published (kept to reuse its capacity).
-    pub(super) published: Vec<PresenceEvent>,
+    pub(super) published: Vec<NodeEvent>,
     /// Commands were left queued while broadcasts ran.
     pub(super) commands_held: bool,
 }
@@ -322,6 +329,18 @@ impl EventLoop {
                     }
                 }
                 LoopMsg::Exit => self.exit_now = true,
+                LoopMsg::AdminReply(waiter, result) => {
+                    let now = self.conns.cx.now();
+                    let mut backend = LoopBackend {
+                        conns: &mut self.conns,
+                        running: &mut self.running,
+                        shutdown: &mut self.shutdown_requested,
+                        admin_connections: self.admin.len(),
+                        sse_subscribers: self.admin.subscribers(),
+                        admin_requests: self.admin.requests,
+                    };
+                    self.admin.on_remote_result(waiter, result, now, &mut backend);
+                }
             }
             self.run_deferred();
         }
@@ -421,7 +440,8 @@ impl EventLoop {
         let mut events = std::mem::take(&mut self.published);
         shared.directory.take_events(&mut events);
         if !events.is_empty() {
-            self.admin.publish(&events);
+            let node = self.conns.cx.cfg.node_id.as_deref().unwrap_or_default();
+            self.admin.publish(&events, node);
             events.clear();
         }
         self.published = events;

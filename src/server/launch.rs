@@ -14,15 +14,17 @@ use mio::{Interest, Poll, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use super::admin_conns::AdminConns;
+use super::cluster_node::ServerNode;
 use super::connections::Connections;
 use super::event_loop::EventLoop;
 use super::handle::{Handle, QUEUE_CAPACITY};
 use super::links::{LoopLink, Shared};
 use super::listener::{Acceptor, bind_listener};
 use super::token::Source;
+use crate::cluster::{Cluster, Settings as ClusterSettings};
 use crate::config::{Config, ServerHeartbeat};
 use crate::handler::{AppMessage, ConnInfo, Control, Handler, NoopHandler};
-use crate::presence::{OfflineReason, SharedRegistry};
+use crate::presence::{Directory, OfflineReason, SharedRegistry};
 use crate::session::Context;
 
 /// One read buffer per loop. Large enough that a busy connection needs few
@@ -143,7 +145,11 @@ impl Server {
         Self::build(cfg, move |i| Box::new(make(i)), true)
     }
 
-    fn build(cfg: Config, mut handler: impl FnMut(usize) -> Box<dyn Handler>, app_handler: bool) -> io::Result<Server> {
+    fn build(
+        mut cfg: Config,
+        mut handler: impl FnMut(usize) -> Box<dyn Handler>,
+        app_handler: bool,
+    ) -> io::Result<Server> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let n = cfg.threads;
@@ -156,17 +162,42 @@ impl Server {
             links.push(link);
             inboxes.push(inbox);
         }
-        let shared = Arc::new(Shared {
-            loops: links,
-            directory: Arc::new(SharedRegistry::new()),
-            subscribers: AtomicUsize::new(0),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
-        });
-
         let first = &polls[0];
         let mut listener = bind_listener(cfg.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {} (--listen): {e}", cfg.listen)))?;
         let local_addr = listener.local_addr()?;
+        let node = cfg
+            .node_id
+            .get_or_insert_with(|| crate::config::default_node_id(local_addr.port()))
+            .clone();
+        let cluster = match &cfg.cluster {
+            Some(url) => Some(
+                Cluster::new(ClusterSettings {
+                    url: url.clone(),
+                    node: node.into(),
+                    lease: cfg.node_lease,
+                    duplicate_id: cfg.duplicate_id,
+                })
+                .map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
+        let directory: Arc<dyn Directory> = match &cluster {
+            Some(c) => c.directory(),
+            None => Arc::new(SharedRegistry::new()),
+        };
+        let shared = Arc::new(Shared {
+            loops: links,
+            directory,
+            subscribers: AtomicUsize::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            cluster,
+        });
+        if let Some(c) = &shared.cluster {
+            c.start(Arc::new(ServerNode {
+                shared: Arc::downgrade(&shared),
+            }))?;
+        }
         first
             .registry()
             .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
@@ -255,6 +286,14 @@ impl Server {
     /// The address the WebSocket listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// This node's id (`--node-id`, or `<hostname>-<listen port>`).
+    pub fn node_id(&self) -> &str {
+        self.loops
+            .first()
+            .and_then(|l| l.conns.cx.cfg.node_id.as_deref())
+            .unwrap_or_default()
     }
 
     /// Event loops (`threads`).

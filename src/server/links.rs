@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use mio::Waker;
 
-use crate::admin::ClientInfo;
+use crate::admin::{ClientInfo, RemoteResult};
+use crate::cluster::Cluster;
 use crate::handler::Command;
 use crate::metrics::Metrics;
 use crate::presence::{ConnId, Directory};
@@ -40,6 +41,9 @@ pub(super) enum LoopMsg {
     ShutdownRequest,
     /// Stop now (the process is exiting).
     Exit,
+    /// To loop 0: the result of a remote admin operation, for the admin
+    /// connection (and request) waiting for it.
+    AdminReply((ConnId, u64), RemoteResult),
 }
 
 pub(super) enum Question {
@@ -98,6 +102,8 @@ pub(super) struct Shared {
     pub subscribers: AtomicUsize,
     /// Loop 0 has begun a shutdown.
     pub shutting_down: AtomicBool,
+    /// This node's membership of a cluster (`--cluster`).
+    pub cluster: Option<Cluster>,
 }
 
 impl LoopLink {

@@ -15,6 +15,7 @@
 
 mod admin_conns;
 mod backend;
+mod cluster_node;
 mod commands;
 mod connections;
 mod event_loop;

@@ -638,6 +638,16 @@ impl<T: PeerAddr> Session<T> {
         self.close(cx, 4001, "replaced by a newer connection", OfflineReason::Replaced)
     }
 
+    /// Another node holds the id this session claimed and keeps it
+    /// (`--duplicate-id reject`): close with 4002, as a local rejection.
+    pub fn rejected(&mut self, cx: &mut Context) -> After {
+        if self.phase != Phase::Open {
+            return After::Keep;
+        }
+        debug!("{}: its id is held on another node", self.peer());
+        self.close(cx, 4002, "client id already in use", OfflineReason::Error)
+    }
+
     /// The server is shutting down: an open session closes with 1001, one
     /// still in its handshake is dropped; others are already closing.
     pub fn shut_down(&mut self, cx: &mut Context) -> After {

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use wsbeat::protocol::frame::{self, OpCode};
 
+pub mod cluster;
+pub mod redis;
+
 /// Generous: tests wait for events, never for wall-clock speed.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -30,6 +33,8 @@ pub struct TestServer {
     pub stats: Arc<wsbeat::Stats>,
     pub handle: wsbeat::Handle,
     pub thread: std::thread::JoinHandle<std::io::Result<()>>,
+    /// Its node id.
+    pub node: String,
 }
 
 thread_local! {
@@ -88,6 +93,7 @@ pub fn spawn_server(server: wsbeat::Server) -> TestServer {
     let admin = server.admin_addr().expect("admin listener");
     let stats = server.stats();
     let handle = server.handle();
+    let node = server.node_id().to_string();
     let thread = std::thread::spawn(move || server.run());
     TestServer {
         addr,
@@ -95,6 +101,7 @@ pub fn spawn_server(server: wsbeat::Server) -> TestServer {
         stats,
         handle,
         thread,
+        node,
     }
 }
 
@@ -464,4 +471,58 @@ pub fn start_binary(mut cmd: std::process::Command) -> Proc {
     p.addr = addr.unwrap();
     p.admin = admin.unwrap();
     p
+}
+
+/// Reads SSE events (event, data) from a `/events` stream.
+pub struct Events {
+    raw: Raw,
+    buf: String,
+}
+
+impl Events {
+    pub fn open(admin: SocketAddr) -> Events {
+        let mut raw = Raw::connect(admin);
+        raw.send(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+        let head = raw.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+        Events {
+            raw,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event, skipping comments.
+    pub fn next(&mut self) -> (String, serde_json::Value) {
+        use std::io::Read;
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let mut event = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event: ") {
+                        event = Some(e.to_string());
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(d).unwrap());
+                    }
+                }
+                if let (Some(e), Some(d)) = (event, data) {
+                    return (e, d);
+                }
+                continue;
+            }
+            let mut tmp = [0u8; 4096];
+            let n = self.raw.s.read(&mut tmp).expect("event stream read");
+            assert!(n > 0, "event stream closed");
+            self.buf.push_str(std::str::from_utf8(&tmp[..n]).unwrap());
+        }
+    }
+
+    pub fn expect(&mut self, kind: &str, id: &str, reason: Option<&str>) {
+        let (e, d) = self.next();
+        assert_eq!((e.as_str(), d["id"].as_str()), (kind, Some(id)), "{d}");
+        assert_eq!(d["reason"].as_str(), reason, "{d}");
+        assert!(d["at_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    }
 }
