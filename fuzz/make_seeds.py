@@ -195,6 +195,20 @@ SEEDS = {
         "partial-body": bytes([255]) + b"POST /broadcast HTTP/1.1\r\nContent-Length: 9\r\n\r\npart",
         "query-escapes": bytes([255]) + b"GET /events?%69d=x%20y&bad=%zz&u=%C3%A9 HTTP/1.1\r\n\r\n",
     },
+    # What nodes publish to each other (src/cluster/wire.rs), and what the Lua scripts publish.
+    "cluster_wire": {
+        "push": b"push\ndev-1\nt\nhello",
+        "push-binary": b"push\ndev-1\nb\n\x00\n\xff",
+        "kick": b"kick\ndev-1\nbye\nnow",
+        "replaced": b"replaced\ndev-1\n4294967297",
+        "probe": b"probe\n42",
+        "request-page": b"req\nn-1\n7\npage\n10\nc:1",
+        "request-client": b"req\nn-1\n8\nclient\ndev-1",
+        "reply": b'reply\n7\n{"total":0,"clients":[]}',
+        "event-online": b"online\nn1\ndev\n1795953639572",
+        "event-offline": b"offline\nn1\ndev\nnode_lost\n5",
+        "broadcast": b"n1\nb\n\x00\x01\n",
+    },
 }
 
 

@@ -400,11 +400,11 @@ impl Commander {
         let started = Instant::now();
         let node = self.s.node.clone();
         let ids_key = wire::ids_key(&node);
-        // Unbinds from while Redis was away, first.
-        let mut held_back = std::mem::take(&mut self.down_releases);
-        while !held_back.is_empty() {
-            let n = held_back.len().min(BATCH);
-            let mut part: Vec<Op> = held_back.drain(..n).collect();
+        // Unbinds from while Redis was away, first (a failed part goes
+        // back to be sent after the next reconnect).
+        while !self.down_releases.is_empty() {
+            let n = self.down_releases.len().min(BATCH);
+            let mut part: Vec<Op> = self.down_releases.drain(..n).collect();
             self.send(&mut part)?;
         }
         let mode: &[u8] = match self.s.duplicate_id {
@@ -414,6 +414,10 @@ impl Commander {
         let mut after: Option<Arc<str>> = None;
         let mut registered = 0usize;
         loop {
+            // A node of many ids takes a while: its lease must not lapse.
+            if Instant::now() >= self.renew_at {
+                self.renew_lease()?;
+            }
             let held = self.dir.held(after.as_deref(), CHUNK);
             if held.is_empty() {
                 break;
@@ -499,13 +503,18 @@ impl Commander {
             self.registered = false;
             return self.register();
         }
-        // Wakes in-flight probes' count: the subscriber must see it come back.
-        self.probe_sent += 1;
-        let channel = wire::node_channel(&self.s.node);
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(wire::encode_probe(self.probe_sent))
-            .query::<i64>(self.conn()?)?;
+        // A probe the subscriber must see come back; none while it is not
+        // subscribed (a new subscription is judged from its start).
+        if self.state.subscribed.load(Ordering::Acquire) {
+            self.probe_sent += 1;
+            let channel = wire::node_channel(&self.s.node);
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(wire::encode_probe(self.probe_sent))
+                .query::<i64>(self.conn()?)?;
+        } else {
+            self.probe_sent = self.state.probe_seen.load(Ordering::Acquire);
+        }
         self.reap()
     }
 
@@ -584,11 +593,16 @@ impl Commander {
     /// out, and the lease is given up so the node id is free at once.
     fn finish(&mut self, batch: &mut Vec<Op>) {
         self.state.up.store(false, Ordering::Release);
-        if self.conn.is_none() || !self.registered {
-            return;
+        if self.conn.is_none() {
+            // The lease taken at start-up is this process's even if the
+            // thread never got to connect: give it up if Redis answers.
+            match connect(&self.s.url).and_then(|mut c| load_scripts(&mut c).map(|()| c)) {
+                Ok(c) => self.conn = Some(c),
+                Err(_) => return,
+            }
         }
         let mut result = Ok(());
-        while !batch.is_empty() && result.is_ok() {
+        while self.registered && !batch.is_empty() && result.is_ok() {
             let n = batch.len().min(BATCH);
             let mut part: Vec<Op> = batch.drain(..n).collect();
             result = self.send(&mut part);

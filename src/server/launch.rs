@@ -166,6 +166,31 @@ impl Server {
         let mut listener = bind_listener(cfg.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {} (--listen): {e}", cfg.listen)))?;
         let local_addr = listener.local_addr()?;
+        first
+            .registry()
+            .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        let (admin_listener, admin_addr) = match cfg.admin_listen {
+            Some(addr) => {
+                let mut l = bind_listener(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin-listen): {e}")))?;
+                let a = l.local_addr()?;
+                first
+                    .registry()
+                    .register(&mut l, Source::AdminListener.token(), Interest::READABLE)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let signals = if cfg.handle_signals {
+            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+            first
+                .registry()
+                .register(&mut s, Source::Signals.token(), Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
+
         let node = cfg
             .node_id
             .get_or_insert_with(|| crate::config::default_node_id(local_addr.port()))
@@ -198,30 +223,6 @@ impl Server {
                 shared: Arc::downgrade(&shared),
             }))?;
         }
-        first
-            .registry()
-            .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
-        let (admin_listener, admin_addr) = match cfg.admin_listen {
-            Some(addr) => {
-                let mut l = bind_listener(addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin-listen): {e}")))?;
-                let a = l.local_addr()?;
-                first
-                    .registry()
-                    .register(&mut l, Source::AdminListener.token(), Interest::READABLE)?;
-                (Some(l), Some(a))
-            }
-            None => (None, None),
-        };
-        let signals = if cfg.handle_signals {
-            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-            first
-                .registry()
-                .register(&mut s, Source::Signals.token(), Interest::READABLE)?;
-            Some(s)
-        } else {
-            None
-        };
 
         // Reserve each connection table and timer arena for its share of the
         // configured maximum up front: the memory is only address space until
