@@ -46,7 +46,14 @@ impl Drop for Node {
 fn node<S: AsRef<std::ffi::OsStr>>(extra: &[S]) -> Node {
     let bin = std::env::var("LOAD_WSBEAT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsbeat").to_string());
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--threads", "1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ])
         .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -83,7 +90,11 @@ fn node<S: AsRef<std::ffi::OsStr>>(extra: &[S]) -> Node {
 
 /// One HTTP/1.1 request on a keep-alive connection; (status, body).
 fn request(s: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     req.extend_from_slice(body);
     s.write_all(&req).expect("write");
     let mut head = Vec::new();
@@ -175,7 +186,14 @@ fn main() {
     let pushes = env_usize("CLUSTER_PUSHES", 10_000);
     let r = RedisServer::start();
     let url = r.url();
-    let cluster = |id: &'static str| vec!["--cluster".to_string(), url.clone(), "--node-id".to_string(), id.to_string()];
+    let cluster = |id: &'static str| {
+        vec![
+            "--cluster".to_string(),
+            url.clone(),
+            "--node-id".to_string(),
+            id.to_string(),
+        ]
+    };
 
     // 1. Redis commands per heartbeat.
     let a_flags = cluster("bench-a");

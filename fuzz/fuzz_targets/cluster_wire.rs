@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             Directed::Probe(seq) => Some(wire::encode_probe(*seq)),
             Directed::Request { from, req, query } => Some(wire::encode_request(from, *req, query)),
             Directed::Reply { req, body } => Some(wire::encode_reply(*req, body)),
-            Directed::Replaced { id, .. } => {
+            Directed::Replaced { id, .. } | Directed::Rejected { id, .. } => {
                 assert!(!id.contains('\n'));
                 None
             }

@@ -271,6 +271,7 @@ impl Commander {
             Ok(()) => {
                 self.backoff = BACKOFF_MIN;
                 self.last_error = None;
+                self.state.connected.fetch_add(1, Ordering::AcqRel);
             }
             Err(e) => self.lost(e),
         }

@@ -49,8 +49,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const IO_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The admin API answers within 2 s; remote operations end before.
 const ADMIN_DEADLINE: Duration = Duration::from_millis(1700);
-/// Workers answering remote operations and other nodes' questions.
+/// Workers running this node's remote admin operations.
 const WORKERS: usize = 4;
+/// Workers answering other nodes' questions (each waits on a loop at most).
+const RESPONDERS: usize = 2;
 /// Remote operations waiting for a worker; beyond, they answer 503.
 const JOB_QUEUE: usize = 1024;
 
@@ -123,6 +125,9 @@ pub(crate) struct State {
     /// The last probe this node received on its own channel.
     pub probe_seen: AtomicU64,
     pub stop: AtomicBool,
+    /// Counts the command thread's successful connections: a worker whose
+    /// connection is older reconnects (Redis may have restarted).
+    pub connected: AtomicU64,
     /// Requests to other nodes waiting for their replies, by number.
     pub pending: Mutex<HashMap<u64, SyncSender<Vec<u8>>>>,
     pub next_request: AtomicU64,
@@ -192,6 +197,10 @@ impl Cluster {
         let mut threads = locked(&self.threads);
         let (jobs, job_rx) = sync_channel(JOB_QUEUE);
         let job_rx = Arc::new(Mutex::new(job_rx));
+        // Other nodes' questions have workers of their own: answering them
+        // must never wait behind this node's own questions to them.
+        let (answers, answer_rx) = sync_channel(JOB_QUEUE);
+        let answer_rx = Arc::new(Mutex::new(answer_rx));
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f);
         let (s, st, dir, l) = (
             self.settings.clone(),
@@ -208,14 +217,15 @@ impl Cluster {
             self.state.clone(),
             self.directory.clone(),
             local.clone(),
-            jobs.clone(),
+            answers,
         );
         threads.push(spawn(
             "wsbeat-cluster-sub".into(),
             Box::new(move || subscriber::run(s, st, dir, l, j)),
         )?);
-        for i in 0..WORKERS {
-            let (s, st, l, rx) = (self.settings.clone(), self.state.clone(), local.clone(), job_rx.clone());
+        for i in 0..WORKERS + RESPONDERS {
+            let rx = if i < WORKERS { job_rx.clone() } else { answer_rx.clone() };
+            let (s, st, l) = (self.settings.clone(), self.state.clone(), local.clone());
             threads.push(spawn(
                 format!("wsbeat-cluster-w{i}"),
                 Box::new(move || workers::run(s, st, l, rx)),

@@ -13,9 +13,10 @@ use redis::Script;
 /// KEYS: id key, this node's ids set.
 /// ARGV: id, node, conn, bound_at_ms, `replace`|`reject`, resync `0`|`1`.
 /// Returns `{status, holder node, holder conn}`; status is `bound`,
-/// `replaced` (the holder was told to close with 4001), `rejected` (reject
-/// mode: the holder keeps it) or `lost` (settling after an outage: the
-/// holder keeps it and this connection must go).
+/// `replaced` (the holder was told to close: 4001, or 4002 when settling
+/// reject mode after an outage, where the older connection keeps the id),
+/// `rejected` (reject mode: the holder keeps it) or `lost` (settling after
+/// an outage: the holder keeps it and this connection must go).
 const CLAIM: &str = r"
 local me = ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4]
 local cur = redis.call('GET', KEYS[1])
@@ -73,9 +74,13 @@ if not win then
 end
 redis.call('SREM', 'wsbeat:ids:' .. node, ARGV[1])
 take()
-event('offline', node, 'replaced\n' .. ARGV[4])
+-- The holder goes as a local duplicate would: replaced (4001), or, when
+-- reject mode keeps the older connection, refused (4002, reason error).
+local verdict, reason = 'replaced', 'replaced'
+if ARGV[5] == 'reject' then verdict, reason = 'rejected', 'error' end
+event('offline', node, reason .. '\n' .. ARGV[4])
 event('online', ARGV[2], ARGV[4])
-redis.call('PUBLISH', 'wsbeat:to:' .. node, 'replaced\n' .. ARGV[1] .. '\n' .. conn)
+redis.call('PUBLISH', 'wsbeat:to:' .. node, verdict .. '\n' .. ARGV[1] .. '\n' .. conn)
 return {'replaced', node, conn}
 ";
 

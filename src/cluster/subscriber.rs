@@ -108,6 +108,9 @@ pub(super) fn run(
                         _ => {}
                     }
                 }
+                // A read cut short by a signal (the process was stopped and
+                // continued): nothing was read, the connection is fine.
+                Err(e) if interrupted(&e) => {}
                 Err(e) if e.is_timeout() => {
                     if let Err(e) = ps.ping::<()>() {
                         warn!("cluster subscriber: PING failed ({e}); reconnecting");
@@ -124,6 +127,12 @@ pub(super) fn run(
     }
 }
 
+/// EINTR. redis-rs keeps the `io::Error` to itself (`is_timeout` is the only
+/// kind it tells), so this reads the message the OS gave it.
+fn interrupted(e: &redis::RedisError) -> bool {
+    e.to_string().contains("(os error 4)")
+}
+
 /// A message on this node's own channel.
 fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payload: &[u8]) {
     let Some(d) = wire::parse_directed(payload) else {
@@ -134,6 +143,10 @@ fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payloa
         Directed::Replaced { id, conn } => {
             debug!("cluster: {id} was taken by a newer connection on another node");
             local.deliver(Delivery::Replaced(ConnId::from_raw(conn)));
+        }
+        Directed::Rejected { id, conn } => {
+            debug!("cluster: {id} stays with an older connection on another node");
+            local.deliver(Delivery::Rejected(ConnId::from_raw(conn)));
         }
         Directed::Push { id, msg } => {
             local.deliver(Delivery::Push(id.into(), msg));

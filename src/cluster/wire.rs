@@ -56,6 +56,12 @@ pub enum Directed<'a> {
         id: &'a str,
         conn: u64,
     },
+    /// Reject mode, settling after an outage: the older connection
+    /// elsewhere keeps `id`; close connection `conn` here with 4002.
+    Rejected {
+        id: &'a str,
+        conn: u64,
+    },
     Push {
         id: &'a str,
         msg: Outgoing,
@@ -169,6 +175,13 @@ pub fn parse_directed(bytes: &[u8]) -> Option<Directed<'_>> {
         b"replaced" => {
             let f = fields(bytes, 2)?;
             Some(Directed::Replaced {
+                id: text(f[1])?,
+                conn: number(f[2])?,
+            })
+        }
+        b"rejected" => {
+            let f = fields(bytes, 2)?;
+            Some(Directed::Rejected {
                 id: text(f[1])?,
                 conn: number(f[2])?,
             })
@@ -313,6 +326,10 @@ mod tests {
         assert_eq!(
             parse_directed(b"replaced\ndev\n123"),
             Some(Directed::Replaced { id: "dev", conn: 123 })
+        );
+        assert_eq!(
+            parse_directed(b"rejected\ndev\n124"),
+            Some(Directed::Rejected { id: "dev", conn: 124 })
         );
         assert_eq!(
             parse_event(b"offline\nn1\ndev\nnode_lost\n5"),

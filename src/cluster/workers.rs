@@ -32,6 +32,8 @@ struct Worker {
     state: Arc<State>,
     local: Arc<dyn LocalNode>,
     conn: Option<Connection>,
+    /// `State::connected` when `conn` was made.
+    made_at: u64,
 }
 
 pub(super) fn run(s: Settings, state: Arc<State>, local: Arc<dyn LocalNode>, jobs: Arc<Mutex<Receiver<Job>>>) {
@@ -40,6 +42,7 @@ pub(super) fn run(s: Settings, state: Arc<State>, local: Arc<dyn LocalNode>, job
         state,
         local,
         conn: None,
+        made_at: 0,
     };
     loop {
         if w.state.stop.load(Ordering::Acquire) {
@@ -56,8 +59,10 @@ pub(super) fn run(s: Settings, state: Arc<State>, local: Arc<dyn LocalNode>, job
                 done(result);
             }
             Ok(Job::Answer { from, req, query }) => {
-                if w.answer(&from, req, query).is_err() {
+                // Once more on a fresh connection: the asker is waiting.
+                if w.answer(&from, req, &query).is_err() {
                     w.conn = None;
+                    let _ = w.answer(&from, req, &query);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -68,19 +73,45 @@ pub(super) fn run(s: Settings, state: Arc<State>, local: Arc<dyn LocalNode>, job
 
 impl Worker {
     fn conn(&mut self) -> Result<&mut Connection, Failed> {
+        let connected = self.state.connected.load(Ordering::Acquire);
+        if self.made_at != connected {
+            // The command thread reconnected since: this one may be to a
+            // Redis that is gone.
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let mut c = connect(&self.s.url)?;
             load_scripts(&mut c)?;
             self.conn = Some(c);
+            self.made_at = connected;
         }
         self.conn.as_mut().ok_or(Failed)
     }
 
     fn admin(&mut self, op: RemoteOp, deadline: Instant) -> Result<RemoteResult, Failed> {
-        let result = self.admin_inner(op, deadline);
+        // Questions may be asked twice (on a fresh connection, if a stale
+        // one failed); a push or kick is never sent twice.
+        let retry = match &op {
+            RemoteOp::Client { id } => Some(RemoteOp::Client { id: id.clone() }),
+            RemoteOp::Page { after, limit, node } => Some(RemoteOp::Page {
+                after: after.clone(),
+                limit: *limit,
+                node: node.clone(),
+            }),
+            RemoteOp::Nodes => Some(RemoteOp::Nodes),
+            _ => None,
+        };
+        let mut result = self.admin_inner(op, deadline);
         if result.is_err() {
-            // The next job starts on a fresh connection.
             self.conn = None;
+            if let Some(op) = retry
+                && Instant::now() < deadline
+            {
+                result = self.admin_inner(op, deadline);
+                if result.is_err() {
+                    self.conn = None;
+                }
+            }
         }
         result
     }
@@ -106,10 +137,13 @@ impl Worker {
                     .arg(wire::BROADCAST_CHANNEL)
                     .arg(wire::encode_broadcast(&self.s.node, &msg))
                     .query(self.conn()?)?;
-                // Every subscribed node, this one included (it skips its own).
+                // Every subscribed node, this one included (it skips its own);
+                // never more than the live nodes (a `redis-cli SUBSCRIBE`
+                // watching the channel is no node).
+                let live = self.live_nodes()?.len().max(1);
                 Ok(RemoteResult::Broadcast {
                     recipients: here,
-                    nodes: (n.max(1)) as usize,
+                    nodes: (n.max(1) as usize).min(live),
                 })
             }
             RemoteOp::Page { after, limit, node } => self.page(after, limit, node, deadline),
@@ -254,8 +288,11 @@ impl Worker {
             clients.extend(mine);
         }
         clients.sort_by(|a, b| a.id.cmp(&b.id));
-        // An id held twice for a moment (a replacement in flight) shows once.
+        // An id held twice for a moment (a replacement in flight) shows,
+        // and counts, once.
+        let listed = clients.len();
         clients.dedup_by(|a, b| a.id == b.id);
+        total = total.saturating_sub(listed - clients.len());
         let more = clients.len() > limit;
         clients.truncate(limit);
         let next = if more {
@@ -267,13 +304,13 @@ impl Worker {
     }
 
     /// Answers another node's question on its channel.
-    fn answer(&mut self, from: &str, req: u64, query: Query) -> Result<(), Failed> {
+    fn answer(&mut self, from: &str, req: u64, query: &Query) -> Result<(), Failed> {
         let body = match query {
-            Query::Client(id) => match self.local.client(&id) {
+            Query::Client(id) => match self.local.client(id) {
                 Ok(c) => json!({ "client": c.map(|c| c.to_value()) }),
                 Err(_) => json!({ "error": "unavailable" }),
             },
-            Query::Page { after, limit } => match self.local.page(after.as_deref(), limit.min(MAX_PAGE + 1)) {
+            Query::Page { after, limit } => match self.local.page(after.as_deref(), (*limit).min(MAX_PAGE + 1)) {
                 Ok((total, clients)) => json!({
                     "total": total,
                     "clients": clients.iter().map(ClientInfo::to_value).collect::<Vec<_>>(),

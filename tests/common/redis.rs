@@ -276,6 +276,27 @@ fn parse(r: &mut impl BufRead) -> io::Result<RespValue> {
     })
 }
 
+impl RedisServer {
+    /// Starts an empty server on `port` (one a node was pointed at before
+    /// Redis was up) and waits until it answers PING.
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            child: None,
+            log: log_path(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        // Retried like a restart: the port can be briefly unavailable.
+        while let Err(e) = server.launch(deadline) {
+            if Instant::now() >= deadline {
+                panic!("redis-server did not start on port {port}: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
