@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::{LEASE, Node, within};
 use common::redis::RedisServer;
-use common::{DEADLINE, Events, Proc, Raw, Response, http, wsbeat_command};
+use common::{DEADLINE, Events, Raw, Response, http, start_binary, wsbeat_command};
 use serde_json::Value;
 use wsbeat::protocol::frame::OpCode;
 
@@ -734,46 +732,6 @@ fn a_node_id_held_by_a_live_node_is_refused_at_start_up() {
     assert_eq!(node_ids(&get(&a, "/nodes")), ["A"]);
 }
 
-/// Like `start_binary`, but every line the process logs is kept.
-fn start_logged(mut cmd: Command) -> (Proc, Arc<Mutex<Vec<String>>>) {
-    cmd.env("WSBEAT_THREADS", "1");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsbeat");
-    let mut p = Proc {
-        child,
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        admin: SocketAddr::from(([0, 0, 0, 0], 0)),
-        startup_log: Vec::new(),
-    };
-    let stderr = p.child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let addr_in = |prefix: &str| -> Option<SocketAddr> {
-        log.lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.split(prefix).nth(1).map(|a| a.trim().parse().unwrap()))
-    };
-    assert!(
-        within(DEADLINE, || addr_in("listening on ws://").is_some()
-            && addr_in("admin API on http://").is_some()),
-        "no addresses in the start-up log: {:?}",
-        log.lock().unwrap()
-    );
-    p.addr = addr_in("listening on ws://").unwrap();
-    p.admin = addr_in("admin API on http://").unwrap();
-    (p, log)
-}
-
 /// SPEC §9: Redis unreachable at start-up is not fatal: the node serves its
 /// own clients, is not ready, retries with backoff (without logging every
 /// retry), and once Redis is there it is ready and its clients registered
@@ -788,7 +746,8 @@ fn a_node_started_before_redis_serves_locally_and_joins_once_redis_is_up() {
     cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--cluster", &url, "--node-id", "C"])
         .args(["--node-lease", &format!("{}ms", LEASE.as_millis())]);
-    let (proc, log) = start_logged(cmd);
+    let proc = start_binary(cmd);
+    let log = proc.log.clone();
     let c = Node { id: "C".into(), proc };
 
     let readyz = get(&c, "/readyz");

@@ -247,14 +247,43 @@ pub(crate) fn write_remote(out: &mut Vec<u8>, op_result: RemoteResult, reply: Re
     }
 }
 
-/// The answer to a kick that needed another node (`Delivered` means
-/// kicked there).
-pub(crate) fn write_remote_kick(out: &mut Vec<u8>, id: &str, op_result: RemoteResult, reply: Reply) {
-    match op_result {
-        RemoteResult::Delivered(Some(node)) => {
+/// What a parked request needs to know to word its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaiting {
+    /// A kick of this id (`Delivered` means kicked there).
+    Kick(String),
+    /// A broadcast already sent to this many connections here.
+    Broadcast(usize),
+    Other,
+}
+
+impl Awaiting {
+    pub fn of(op: &RemoteOp) -> Awaiting {
+        match op {
+            RemoteOp::Kick { id, .. } => Awaiting::Kick(id.clone()),
+            RemoteOp::Broadcast { here, .. } => Awaiting::Broadcast(*here),
+            _ => Awaiting::Other,
+        }
+    }
+}
+
+/// Writes the answer to the remote operation `awaiting` is about.
+pub(crate) fn write_awaited(out: &mut Vec<u8>, awaiting: &Awaiting, op_result: RemoteResult, reply: Reply) {
+    match (awaiting, op_result) {
+        (Awaiting::Kick(id), RemoteResult::Delivered(Some(node))) => {
             json_response(out, 200, &json!({ "kicked": id, "node": node }), reply.keep_alive)
         }
-        other => write_remote(out, other, reply),
+        // This node's connections have it already: say so (a 503 would
+        // invite a retry that delivers it twice here).
+        (Awaiting::Broadcast(here), RemoteResult::Unavailable) => write_remote(
+            out,
+            RemoteResult::Broadcast {
+                recipients: *here,
+                nodes: 1,
+            },
+            reply,
+        ),
+        (_, other) => write_remote(out, other, reply),
     }
 }
 

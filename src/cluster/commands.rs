@@ -21,9 +21,10 @@ use redis::{Connection, Value};
 
 use super::directory::{ClusterDirectory, Op};
 use super::scripts::{self, scripts};
+use super::subscriber::settle;
 use super::wire;
 use super::{CONNECT_TIMEOUT, Delivery, IO_TIMEOUT, LocalNode, Settings, State};
-use crate::presence::{Directory, DuplicateId, OfflineReason};
+use crate::presence::{ConnId, Directory, DuplicateId, OfflineReason};
 
 /// Most changes sent in one pipeline.
 const BATCH: usize = 4096;
@@ -34,6 +35,7 @@ const CHUNK: usize = 1000;
 const DOWN_RELEASES: usize = 65_536;
 /// How often the thread looks at its clocks.
 const TICK: Duration = Duration::from_millis(250);
+const TICK_NOT_UP: Duration = Duration::from_millis(20);
 /// Probes, epoch checks and reaping.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Probes that may be on their way before the subscription is deemed dead.
@@ -131,7 +133,12 @@ struct Commander {
     retry_at: Instant,
     renew_at: Instant,
     check_at: Instant,
-    probe_sent: u64,
+    /// The subscription last judged (`State::subscriptions`), and the last
+    /// probe published before it: it is proven once a later one returns.
+    subscription: u64,
+    probe_base: u64,
+    /// A probe was published to prove the current subscription.
+    proof_sent: bool,
     /// What was last logged about the state, so it is logged once.
     logged_up: Option<bool>,
     last_error: Option<String>,
@@ -160,7 +167,9 @@ pub(super) fn run(
         retry_at: now,
         renew_at: now,
         check_at: now,
-        probe_sent: 0,
+        subscription: 0,
+        probe_base: 0,
+        proof_sent: false,
         logged_up: None,
         last_error: None,
     };
@@ -171,7 +180,14 @@ pub(super) fn run(
             c.finish(&mut batch);
             return;
         }
-        match ops.recv_timeout(TICK) {
+        // While not up, look often: a new subscription's proof, a reconnect
+        // or a registration should count in milliseconds, not ticks.
+        let tick = if c.state.up.load(Ordering::Acquire) {
+            TICK
+        } else {
+            TICK_NOT_UP
+        };
+        match ops.recv_timeout(tick) {
             Ok(op) => {
                 batch.push(op);
                 batch.extend(ops.try_iter().take(BATCH - 1));
@@ -182,12 +198,12 @@ pub(super) fn run(
                 return;
             }
         }
-        c.turn(&mut batch);
+        c.turn(&mut batch, &ops);
     }
 }
 
 impl Commander {
-    fn turn(&mut self, batch: &mut Vec<Op>) {
+    fn turn(&mut self, batch: &mut Vec<Op>, ops: &Receiver<Op>) {
         let now = Instant::now();
         if self.conn.is_none() && now >= self.retry_at {
             self.reconnect();
@@ -213,7 +229,24 @@ impl Commander {
                 self.check(result);
             }
             if self.conn.is_some() && self.state.resync.swap(false, Ordering::AcqRel) {
-                let result = self.register_all();
+                // What is queued was decided before: it goes first, or a
+                // stale bind could land after the registration.
+                let mut result = Ok(());
+                while result.is_ok() {
+                    batch.extend(ops.try_iter().take(BATCH));
+                    if batch.is_empty() {
+                        break;
+                    }
+                    result = self.send(batch);
+                }
+                let result = result.and_then(|()| self.register_all());
+                self.check(result);
+            }
+            if self.conn.is_some() && !self.proof_sent && self.state.subscribed.load(Ordering::Acquire) {
+                // A new subscription: prove it now rather than at the next
+                // periodic probe.
+                self.proof_sent = true;
+                let result = self.probe();
                 self.check(result);
             }
         }
@@ -331,30 +364,36 @@ impl Commander {
         }
     }
 
-    /// Sends a batch of binds and unbinds as one pipeline.
-    fn send(&mut self, batch: &mut Vec<Op>) -> redis::RedisResult<()> {
-        let node = self.s.node.clone();
-        let ids_key = wire::ids_key(&node);
+    /// The CLAIM script call for `id` (`resync`: settling after an outage).
+    fn claim(&self, id: &str, conn: ConnId, at_ms: u64, resync: bool) -> redis::Cmd {
+        let node = &*self.s.node;
         let mode: &[u8] = match self.s.duplicate_id {
             DuplicateId::Replace => b"replace",
             DuplicateId::Reject => b"reject",
         };
+        evalsha(
+            &scripts().claim,
+            &[&wire::id_key(id), &wire::ids_key(node)],
+            &[
+                id.as_bytes(),
+                node.as_bytes(),
+                conn.raw().to_string().as_bytes(),
+                at_ms.to_string().as_bytes(),
+                mode,
+                if resync { b"1" } else { b"0" },
+            ],
+        )
+    }
+
+    /// Sends a batch of binds and unbinds as one pipeline.
+    fn send(&mut self, batch: &mut Vec<Op>) -> redis::RedisResult<()> {
+        let node = self.s.node.clone();
+        let ids_key = wire::ids_key(&node);
         let mut pipe = redis::pipe();
         for op in batch.iter() {
             match op {
                 Op::Claim { id, conn, at_ms } => {
-                    pipe.add_command(evalsha(
-                        &scripts().claim,
-                        &[&wire::id_key(id), &ids_key],
-                        &[
-                            id.as_bytes(),
-                            node.as_bytes(),
-                            conn.raw().to_string().as_bytes(),
-                            at_ms.to_string().as_bytes(),
-                            mode,
-                            b"0",
-                        ],
-                    ));
+                    pipe.add_command(self.claim(id, *conn, *at_ms, false));
                 }
                 Op::Release {
                     id,
@@ -385,11 +424,11 @@ impl Commander {
             }
         };
         for (op, result) in batch.drain(..).zip(results) {
-            if let Op::Claim { conn, .. } = op
+            if let Op::Claim { id, conn, .. } = op
                 && let Ok((status, _, _)) = redis::from_redis_value::<(String, String, String)>(result)
                 && status == "rejected"
             {
-                self.local.deliver(Delivery::Rejected(conn));
+                settle(&self.state, &*self.local, Delivery::Rejected((*id).into(), conn));
             }
         }
         Ok(())
@@ -408,10 +447,6 @@ impl Commander {
             let mut part: Vec<Op> = self.down_releases.drain(..n).collect();
             self.send(&mut part)?;
         }
-        let mode: &[u8] = match self.s.duplicate_id {
-            DuplicateId::Replace => b"replace",
-            DuplicateId::Reject => b"reject",
-        };
         let mut after: Option<Arc<str>> = None;
         let mut registered = 0usize;
         loop {
@@ -426,18 +461,7 @@ impl Commander {
             after = held.last().map(|(id, _, _)| id.clone());
             let mut pipe = redis::pipe();
             for (id, conn, at_ms) in &held {
-                pipe.add_command(evalsha(
-                    &scripts().claim,
-                    &[&wire::id_key(id), &ids_key],
-                    &[
-                        id.as_bytes(),
-                        node.as_bytes(),
-                        conn.raw().to_string().as_bytes(),
-                        at_ms.to_string().as_bytes(),
-                        mode,
-                        b"1",
-                    ],
-                ));
+                pipe.add_command(self.claim(id, *conn, *at_ms, true));
             }
             let results: Vec<Value> = pipe.query(self.conn()?)?;
             for ((id, conn, _), result) in held.iter().zip(results) {
@@ -446,10 +470,11 @@ impl Commander {
                 };
                 if status == "lost" {
                     info!("cluster: {id} is also on node {other}, which keeps it");
-                    self.local.deliver(match self.s.duplicate_id {
-                        DuplicateId::Replace => Delivery::Replaced(*conn),
-                        DuplicateId::Reject => Delivery::Rejected(*conn),
-                    });
+                    let d = match self.s.duplicate_id {
+                        DuplicateId::Replace => Delivery::Replaced((**id).into(), *conn),
+                        DuplicateId::Reject => Delivery::Rejected((**id).into(), *conn),
+                    };
+                    settle(&self.state, &*self.local, d);
                 }
             }
             registered += held.len();
@@ -504,19 +529,23 @@ impl Commander {
             self.registered = false;
             return self.register();
         }
-        // A probe the subscriber must see come back; none while it is not
-        // subscribed (a new subscription is judged from its start).
         if self.state.subscribed.load(Ordering::Acquire) {
-            self.probe_sent += 1;
-            let channel = wire::node_channel(&self.s.node);
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(wire::encode_probe(self.probe_sent))
-                .query::<i64>(self.conn()?)?;
-        } else {
-            self.probe_sent = self.state.probe_seen.load(Ordering::Acquire);
+            self.probe()?;
         }
         self.reap()
+    }
+
+    /// Publishes a probe the subscriber must see come back.
+    fn probe(&mut self) -> redis::RedisResult<()> {
+        let seq = self.state.probe_sent.load(Ordering::Acquire) + 1;
+        // Counted before it is sent: it may come back before PUBLISH returns.
+        self.state.probe_sent.store(seq, Ordering::Release);
+        let channel = wire::node_channel(&self.s.node);
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(wire::encode_probe(seq))
+            .query::<i64>(self.conn()?)?;
+        Ok(())
     }
 
     /// Takes the clients of every node whose lease ran out offline, once:
@@ -546,11 +575,21 @@ impl Commander {
                 .arg(self.s.lease.as_millis() as u64)
                 .query(self.conn()?)?;
             if lock.is_none() {
-                continue;
+                // Another node reaps it, unless the lock is this node's own
+                // from a reaping it has not finished.
+                let holder: Option<String> = redis::cmd("GET").arg(wire::reap_key(&node)).query(self.conn()?)?;
+                if holder.as_deref() != Some(&*self.s.node) {
+                    continue;
+                }
             }
             let mut lost = 0;
-            // Bounded: a million ids in a thousand steps, then next second.
-            for _ in 0..1000 {
+            let mut alive = false;
+            // Bounded per second (100,000 ids); a bigger node is finished in
+            // the next seconds, under the same lock.
+            for _ in 0..100 {
+                if Instant::now() >= self.renew_at {
+                    self.renew_lease()?;
+                }
                 let n: i64 = scripts()
                     .reap
                     .arg(&node)
@@ -560,25 +599,45 @@ impl Commander {
                 if n > 0 {
                     lost += n;
                 }
+                alive = n < 0;
                 if n < CHUNK as i64 {
                     break;
                 }
             }
-            warn!("cluster: node '{node}' is gone (lease expired): {lost} of its ids went offline (node_lost)");
+            if alive {
+                info!("cluster: node '{node}' renewed its lease again; not reaped");
+            } else if lost > 0 {
+                warn!("cluster: node '{node}' is gone (lease expired): {lost} of its ids went offline (node_lost)");
+            }
         }
         Ok(())
     }
 
     fn update_state(&mut self) {
-        let seen = self.state.probe_seen.load(Ordering::Acquire);
-        let probes_ok = self.probe_sent.saturating_sub(seen) <= PROBES_IN_FLIGHT;
-        if !probes_ok && self.conn.is_some() && self.state.subscribed.load(Ordering::Acquire) {
+        let subscription = self.state.subscriptions.load(Ordering::Acquire);
+        if subscription != self.subscription {
+            // Judged from its start: probes sent before it do not count.
+            self.subscription = subscription;
+            self.probe_base = self.state.probe_sent.load(Ordering::Acquire);
+            self.proof_sent = false;
+        }
+        let sent = self.state.probe_sent.load(Ordering::Acquire);
+        let seen = self.state.probe_seen.load(Ordering::Acquire).max(self.probe_base);
+        let subscribed = self.state.subscribed.load(Ordering::Acquire);
+        let resubscribing = self.state.resubscribe.load(Ordering::Acquire);
+        let probes_ok = sent.saturating_sub(seen) <= PROBES_IN_FLIGHT;
+        if !probes_ok && self.conn.is_some() && subscribed && !resubscribing {
             warn!("cluster: this node's own probes stopped coming back; subscribing again");
             self.state.resubscribe.store(true, Ordering::Release);
-            // Judge the new subscription afresh.
-            self.probe_sent = seen;
         }
-        let up = self.conn.is_some() && self.registered && probes_ok && self.state.subscribed.load(Ordering::Acquire);
+        // Proven: a probe published since it subscribed came back.
+        let proven = self.state.probe_seen.load(Ordering::Acquire) > self.probe_base;
+        let up = self.conn.is_some()
+            && self.registered
+            && subscribed
+            && !self.state.resubscribe.load(Ordering::Acquire)
+            && probes_ok
+            && proven;
         self.state.up.store(up, Ordering::Release);
         if self.logged_up != Some(up) {
             if up {

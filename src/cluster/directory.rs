@@ -3,8 +3,8 @@
 //! wait for Redis: decisions between this node's own connections are taken
 //! here at once (one registry for all loops), and each change is queued
 //! for the cluster's command thread, which settles it with the other nodes
-//! (a newer connection elsewhere is closed with 4001, a rejected one here
-//! with 4002).
+//! (replace: the older connection, wherever it is, is closed with 4001;
+//! reject: the newer, with 4002).
 //!
 //! Presence events: while the cluster is up, `/events` shows what Redis
 //! decided, for every node, in Redis's order (the scripts publish them);
@@ -23,6 +23,9 @@ use super::State;
 /// the connect rate for long), changes are dropped and the whole state is
 /// registered again once the queue drains.
 pub(super) const OP_QUEUE: usize = 1 << 18;
+
+/// Events from Redis waiting for loop 0 to stream them; beyond, dropped.
+const MAX_EVENTS: usize = 1 << 20;
 
 /// A change for the command thread to settle in Redis.
 #[derive(Debug)]
@@ -92,10 +95,15 @@ impl ClusterDirectory {
     /// An event from Redis (any node's, this one's included).
     pub(super) fn record(&self, node: Arc<str>, event: PresenceEvent) {
         if self.watched.load(Ordering::Relaxed) {
-            self.inner().events.push(NodeEvent {
-                node: Some(node),
-                event,
-            });
+            let mut inner = self.inner();
+            // Loop 0 drains it every turn; a flood published into Redis
+            // must still not grow it without bound.
+            if inner.events.len() < MAX_EVENTS {
+                inner.events.push(NodeEvent {
+                    node: Some(node),
+                    event,
+                });
+            }
         }
     }
 
@@ -137,7 +145,8 @@ impl Directory for ClusterDirectory {
                 .events
                 .push(PresenceEvent::Online { id: id.clone(), at_ms }.into());
         }
-        drop(inner);
+        // Queued under the lock (never blocks), so Redis hears the changes
+        // of an id in the order they were decided here.
         self.queue(Op::Claim {
             id: id.clone(),
             conn,
@@ -161,7 +170,6 @@ impl Directory for ClusterDirectory {
             };
             inner.events.push(event.into());
         }
-        drop(inner);
         self.queue(Op::Release {
             id: id.clone(),
             conn,

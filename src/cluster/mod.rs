@@ -17,7 +17,7 @@
 //! - workers (`workers.rs`) answer the admin API's remote requests and other
 //!   nodes' questions, each within a deadline.
 //!
-//! What they need of the server is [`LocalNode`]; what reaches the loops
+//! What they need of the server is `LocalNode`; what reaches the loops
 //! goes through it. The wire format is `wire.rs`.
 
 mod commands;
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::warn;
 
@@ -43,6 +43,8 @@ use crate::presence::{ConnId, DuplicateId};
 pub use directory::ClusterDirectory;
 use directory::Op;
 
+/// The most a stopping server waits for the cluster's threads.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 /// Connect timeout for every Redis connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Read and write timeout of the command and worker connections.
@@ -53,8 +55,10 @@ const ADMIN_DEADLINE: Duration = Duration::from_millis(1700);
 const WORKERS: usize = 4;
 /// Workers answering other nodes' questions (each waits on a loop at most).
 const RESPONDERS: usize = 2;
-/// Remote operations waiting for a worker; beyond, they answer 503.
-const JOB_QUEUE: usize = 1024;
+/// Remote operations (or other nodes' questions) waiting for a worker;
+/// beyond, they answer 503. A worker gets through a few hundred a second;
+/// more than this could not be served within the deadline anyway.
+const JOB_QUEUE: usize = 256;
 
 /// Checks a `--cluster` URL: `redis://[[user]:password@]host[:port][/db]`.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -88,10 +92,12 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
 pub(crate) enum Delivery {
     Push(Box<str>, Outgoing),
     Kick(Box<str>, String),
-    /// A newer connection elsewhere took this connection's id: 4001.
-    Replaced(ConnId),
-    /// Reject mode: another node holds the id this connection claimed: 4002.
-    Rejected(ConnId),
+    /// A newer connection elsewhere took this connection's id: 4001, if
+    /// the connection still holds that id here.
+    Replaced(Box<str>, ConnId),
+    /// Reject mode: another node holds the id this connection claimed:
+    /// 4002, if the connection still holds that id here.
+    Rejected(Box<str>, ConnId),
     Broadcast(Outgoing),
 }
 
@@ -124,6 +130,10 @@ pub(crate) struct State {
     pub resubscribe: AtomicBool,
     /// The last probe this node received on its own channel.
     pub probe_seen: AtomicU64,
+    /// The last probe it published (a probe numbered above it is forged).
+    pub probe_sent: AtomicU64,
+    /// Subscriptions made so far (each must prove itself with a probe).
+    pub subscriptions: AtomicU64,
     pub stop: AtomicBool,
     /// Counts the command thread's successful connections: a worker whose
     /// connection is older reconnects (Redis may have restarted).
@@ -137,12 +147,17 @@ pub(crate) struct State {
 pub(crate) type Done = Box<dyn FnOnce(RemoteResult) + Send>;
 
 enum Job {
-    Admin(RemoteOp, Done),
-    /// Another node's question.
+    /// Its deadline runs from when it was submitted: a job that waited past
+    /// it is answered 503 and not carried out (the admin connection has
+    /// given up on it, and a push must not land after a 503).
+    Admin(RemoteOp, Done, Instant),
+    /// Another node's question, and when it arrived (the asker gives up
+    /// after its own deadline: a question older than that is dropped).
     Answer {
         from: String,
         req: u64,
         query: wire::Query,
+        arrived: Instant,
     },
 }
 
@@ -168,9 +183,12 @@ impl Cluster {
     /// unreachable Redis is not fatal: the node serves its own clients and
     /// retries).
     pub fn new(settings: Settings) -> Result<Cluster, String> {
+        check_url(&settings.url).map_err(|e| format!("invalid --cluster '{}': {e}", settings.url))?;
         let token = commands::instance_token();
         commands::check_node_id(&settings, &token)?;
         let state = Arc::new(State {
+            // Request numbers start anywhere: a reply is not guessed from 0.
+            next_request: AtomicU64::new(commands::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             token,
             ..State::default()
         });
@@ -248,7 +266,7 @@ impl Cluster {
     /// Runs a remote admin operation off the loop; `done` gets its result
     /// within the admin API's deadline (at once when it cannot start).
     pub fn submit(&self, op: RemoteOp, done: Done) {
-        let job = Job::Admin(op, done);
+        let job = Job::Admin(op, done, Instant::now() + ADMIN_DEADLINE);
         let refused = match &*locked(&self.jobs) {
             Some(jobs) if self.is_up() => match jobs.try_send(job) {
                 Ok(()) => return,
@@ -256,21 +274,29 @@ impl Cluster {
             },
             _ => job,
         };
-        if let Job::Admin(_, done) = refused {
+        if let Job::Admin(_, done, _) = refused {
             done(RemoteResult::Unavailable);
         }
     }
 
     /// Stops the threads: the command thread first sends what is queued
     /// (the offline events of a shutdown) and gives up this node's lease.
+    /// Waits for them at most `STOP_WAIT`: a slow Redis must not hold up
+    /// the exit (the lease then expires on its own).
     pub fn stop(&self) {
         self.state.stop.store(true, Ordering::Release);
         *locked(&self.jobs) = None;
         let threads = std::mem::take(&mut *locked(&self.threads));
         let me = std::thread::current().id();
+        let until = Instant::now() + STOP_WAIT;
         // Never itself: a cluster thread may hold the server last.
         for t in threads.into_iter().filter(|t| t.thread().id() != me) {
-            if t.join().is_err() {
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !t.is_finished() {
+                warn!("cluster: a helper thread did not stop in time; leaving it");
+            } else if t.join().is_err() {
                 warn!("a cluster thread panicked");
             }
         }

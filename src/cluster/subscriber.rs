@@ -73,12 +73,14 @@ pub(super) fn run(
             if !pause(&state, backoff) {
                 return;
             }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         }
         backoff = BACKOFF_MIN;
         last_error = None;
         state.resubscribe.store(false, Ordering::Release);
         state.subscribed.store(true, Ordering::Release);
+        state.subscriptions.fetch_add(1, Ordering::AcqRel);
         // Whatever happened while unsubscribed, Redis hears this node's
         // state again.
         state.resync.store(true, Ordering::Release);
@@ -133,6 +135,14 @@ fn interrupted(e: &redis::RedisError) -> bool {
     e.to_string().contains("(os error 4)")
 }
 
+/// Closes a duplicate; if its loop cannot take it now, the next
+/// registration settles it again.
+pub(super) fn settle(state: &State, local: &dyn LocalNode, d: Delivery) {
+    if !local.deliver(d) {
+        state.resync.store(true, Ordering::Release);
+    }
+}
+
 /// A message on this node's own channel.
 fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payload: &[u8]) {
     let Some(d) = wire::parse_directed(payload) else {
@@ -142,11 +152,11 @@ fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payloa
     match d {
         Directed::Replaced { id, conn } => {
             debug!("cluster: {id} was taken by a newer connection on another node");
-            local.deliver(Delivery::Replaced(ConnId::from_raw(conn)));
+            settle(state, local, Delivery::Replaced(id.into(), ConnId::from_raw(conn)));
         }
         Directed::Rejected { id, conn } => {
             debug!("cluster: {id} stays with an older connection on another node");
-            local.deliver(Delivery::Rejected(ConnId::from_raw(conn)));
+            settle(state, local, Delivery::Rejected(id.into(), ConnId::from_raw(conn)));
         }
         Directed::Push { id, msg } => {
             local.deliver(Delivery::Push(id.into(), msg));
@@ -155,7 +165,9 @@ fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payloa
             local.deliver(Delivery::Kick(id.into(), reason.to_string()));
         }
         Directed::Probe(seq) => {
-            state.probe_seen.fetch_max(seq, Ordering::AcqRel);
+            if seq <= state.probe_sent.load(Ordering::Acquire) {
+                state.probe_seen.fetch_max(seq, Ordering::AcqRel);
+            }
         }
         Directed::Request { from, req, query } => {
             if crate::config::is_valid_node_id(from) {
@@ -164,6 +176,7 @@ fn directed(state: &State, local: &dyn LocalNode, jobs: &SyncSender<Job>, payloa
                     from: from.to_string(),
                     req,
                     query,
+                    arrived: Instant::now(),
                 });
             }
         }

@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
+use crate::config::is_valid_node_id;
 use crate::handler::Outgoing;
 use crate::presence::{OfflineReason, PresenceEvent};
+use crate::protocol::heartbeat::is_valid_client_id;
 
 /// Keys and channels, all under one prefix.
 pub const PREFIX: &str = "wsbeat:";
@@ -156,6 +158,17 @@ fn text(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
 }
 
+/// A client id, held to the heartbeat rules (it is written into JSON and
+/// event streams unescaped).
+fn client_id(b: &[u8]) -> Option<&str> {
+    is_valid_client_id(b).then(|| text(b)).flatten()
+}
+
+/// A node id (`--node-id` rules).
+fn node_id(b: &[u8]) -> Option<&str> {
+    text(b).filter(|t| is_valid_node_id(t))
+}
+
 fn number(b: &[u8]) -> Option<u64> {
     text(b)?.parse().ok()
 }
@@ -175,39 +188,43 @@ pub fn parse_directed(bytes: &[u8]) -> Option<Directed<'_>> {
         b"replaced" => {
             let f = fields(bytes, 2)?;
             Some(Directed::Replaced {
-                id: text(f[1])?,
+                id: client_id(f[1])?,
                 conn: number(f[2])?,
             })
         }
         b"rejected" => {
             let f = fields(bytes, 2)?;
             Some(Directed::Rejected {
-                id: text(f[1])?,
+                id: client_id(f[1])?,
                 conn: number(f[2])?,
             })
         }
         b"push" => {
             let f = fields(bytes, 3)?;
             Some(Directed::Push {
-                id: text(f[1])?,
+                id: client_id(f[1])?,
                 msg: message(f[2], f[3])?,
             })
         }
         b"kick" => {
             let f = fields(bytes, 2)?;
             Some(Directed::Kick {
-                id: text(f[1])?,
-                reason: text(f[2])?,
+                id: client_id(f[1])?,
+                // A close frame's reason: at most 123 bytes.
+                reason: text(f[2]).filter(|r| r.len() <= 123)?,
             })
         }
         b"probe" => Some(Directed::Probe(number(fields(bytes, 1)?[1])?)),
         b"req" => {
             let f = fields(bytes, 4)?;
             let query = match f[3] {
-                b"client" => Query::Client(text(f[4])?.to_string()),
+                b"client" => Query::Client(client_id(f[4])?.to_string()),
                 b"page" => {
                     let g = fields(f[4], 1)?;
                     let after = text(g[1])?;
+                    if !after.is_empty() && !is_valid_client_id(after.as_bytes()) {
+                        return None;
+                    }
                     Query::Page {
                         limit: usize::try_from(number(g[0])?).ok()?,
                         after: (!after.is_empty()).then(|| after.to_string()),
@@ -216,7 +233,7 @@ pub fn parse_directed(bytes: &[u8]) -> Option<Directed<'_>> {
                 _ => return None,
             };
             Some(Directed::Request {
-                from: text(f[1])?,
+                from: node_id(f[1])?,
                 req: number(f[2])?,
                 query,
             })
@@ -235,7 +252,7 @@ pub fn parse_directed(bytes: &[u8]) -> Option<Directed<'_>> {
 /// Reads a broadcast: who sent it, and what.
 pub fn parse_broadcast(bytes: &[u8]) -> Option<(&str, Outgoing)> {
     let f = fields(bytes, 2)?;
-    Some((text(f[0])?, message(f[1], f[2])?))
+    Some((node_id(f[0])?, message(f[1], f[2])?))
 }
 
 /// Reads a presence event as the scripts publish it:
@@ -246,9 +263,9 @@ pub fn parse_event(bytes: &[u8]) -> Option<(Arc<str>, PresenceEvent)> {
         b"online" => {
             let f = fields(bytes, 3)?;
             Some((
-                text(f[1])?.into(),
+                node_id(f[1])?.into(),
                 PresenceEvent::Online {
-                    id: text(f[2])?.into(),
+                    id: client_id(f[2])?.into(),
                     at_ms: number(f[3])?,
                 },
             ))
@@ -256,9 +273,9 @@ pub fn parse_event(bytes: &[u8]) -> Option<(Arc<str>, PresenceEvent)> {
         b"offline" => {
             let f = fields(bytes, 4)?;
             Some((
-                text(f[1])?.into(),
+                node_id(f[1])?.into(),
                 PresenceEvent::Offline {
-                    id: text(f[2])?.into(),
+                    id: client_id(f[2])?.into(),
                     reason: OfflineReason::parse(text(f[3])?)?,
                     at_ms: number(f[4])?,
                 },
@@ -368,6 +385,10 @@ mod tests {
             b"req\nn\n1\npage\nten\n",
             b"probe\n-1",
             b"offline\nn\nid\nbored\n1",
+            b"online\nn\"\nid\n1",
+            b"online\nn\nid\r\n\n1",
+            b"push\nbad id\nt\nx",
+            b"req\nbad node\n1\nclient\nx",
             b"online\nn\nid",
             b"\n\n\n\n",
         ] {

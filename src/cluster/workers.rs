@@ -17,6 +17,9 @@ use super::wire::{self, Query};
 use super::{ADMIN_DEADLINE, Job, LocalNode, Settings, State};
 use crate::admin::{ClientInfo, MAX_PAGE, NodeInfo, RemoteOp, RemoteResult};
 
+/// A remote operation with less time than this left is not started.
+const LATE: Duration = Duration::from_millis(100);
+
 /// A failure that makes the answer 503.
 struct Failed;
 
@@ -53,12 +56,17 @@ pub(super) fn run(s: Settings, state: Arc<State>, local: Arc<dyn LocalNode>, job
             .unwrap_or_else(|e| e.into_inner())
             .recv_timeout(Duration::from_millis(250));
         match job {
-            Ok(Job::Admin(op, done)) => {
-                let deadline = Instant::now() + ADMIN_DEADLINE;
-                let result = w.admin(op, deadline).unwrap_or(RemoteResult::Unavailable);
+            Ok(Job::Admin(op, done, deadline)) => {
+                // Too late to be of use (and a push must not land after a 503).
+                let result = if Instant::now() + LATE < deadline {
+                    w.admin(op, deadline).unwrap_or(RemoteResult::Unavailable)
+                } else {
+                    RemoteResult::Unavailable
+                };
                 done(result);
             }
-            Ok(Job::Answer { from, req, query }) => {
+            Ok(Job::Answer { arrived, .. }) if arrived.elapsed() > ADMIN_DEADLINE => {}
+            Ok(Job::Answer { from, req, query, .. }) => {
                 // Once more on a fresh connection: the asker is waiting.
                 if w.answer(&from, req, &query).is_err() {
                     w.conn = None;
@@ -215,42 +223,34 @@ impl Worker {
     /// answers, in the same order, or `Failed` if one did not answer by
     /// `deadline`.
     fn ask(&mut self, nodes: &[String], query: &Query, deadline: Instant) -> Result<Vec<Value>, Failed> {
-        let mut waiting = Vec::with_capacity(nodes.len());
-        let result = (|| {
-            for node in nodes {
-                let req = self.state.next_request.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = sync_channel(1);
-                self.state
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(req, tx);
-                waiting.push((req, rx));
-                let heard: i64 = redis::cmd("PUBLISH")
-                    .arg(wire::node_channel(node))
-                    .arg(wire::encode_request(&self.s.node, req, query))
-                    .query(self.conn()?)?;
-                if heard == 0 {
-                    return Err(Failed);
-                }
+        let asked = self.post(nodes, query)?;
+        asked.collect(deadline)
+    }
+
+    /// Publishes the question to each node; its replies come later.
+    fn post(&mut self, nodes: &[String], query: &Query) -> Result<Asked, Failed> {
+        let mut asked = Asked {
+            state: self.state.clone(),
+            waiting: Vec::with_capacity(nodes.len()),
+        };
+        for node in nodes {
+            let req = self.state.next_request.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = sync_channel(1);
+            self.state
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(req, tx);
+            asked.waiting.push((req, rx));
+            let heard: i64 = redis::cmd("PUBLISH")
+                .arg(wire::node_channel(node))
+                .arg(wire::encode_request(&self.s.node, req, query))
+                .query(self.conn()?)?;
+            if heard == 0 {
+                return Err(Failed);
             }
-            let mut answers = Vec::with_capacity(nodes.len());
-            for (_, rx) in &waiting {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let body = rx.recv_timeout(left).map_err(|_| Failed)?;
-                let v: Value = serde_json::from_slice(&body).map_err(|_| Failed)?;
-                if v.get("error").is_some() {
-                    return Err(Failed);
-                }
-                answers.push(v);
-            }
-            Ok(answers)
-        })();
-        let mut pending = self.state.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (req, _) in &waiting {
-            pending.remove(req);
         }
-        result
+        Ok(asked)
     }
 
     /// A page of clients across `node` (or every live node), in id order.
@@ -273,19 +273,26 @@ impl Worker {
             after: after.clone(),
             limit: limit + 1,
         };
-        let answers = self.ask(&targets, &query, deadline)?;
-        let mut total = 0;
+        // The other nodes work on it while this one asks its own loops.
+        let asked = self.post(&targets, &query)?;
+        let mut total: usize = 0;
         let mut clients = Vec::new();
-        for v in answers {
-            total += v["total"].as_u64().ok_or(Failed)? as usize;
-            for c in v["clients"].as_array().ok_or(Failed)? {
-                clients.push(ClientInfo::from_value(c).ok_or(Failed)?);
-            }
-        }
         if here {
             let (n, mine) = self.local.page(after.as_deref(), limit + 1).map_err(|_| Failed)?;
-            total += n;
+            total = n;
             clients.extend(mine);
+        }
+        for v in asked.collect(deadline)? {
+            let n = v["total"].as_u64().ok_or(Failed)?;
+            total = total.saturating_add(usize::try_from(n).map_err(|_| Failed)?);
+            // A node sends at most what was asked; more would be no node's.
+            let theirs = v["clients"].as_array().ok_or(Failed)?;
+            if theirs.len() > limit + 1 {
+                return Err(Failed);
+            }
+            for c in theirs {
+                clients.push(ClientInfo::from_value(c).ok_or(Failed)?);
+            }
         }
         clients.sort_by(|a, b| a.id.cmp(&b.id));
         // An id held twice for a moment (a replacement in flight) shows,
@@ -324,5 +331,39 @@ impl Worker {
             .arg(wire::encode_reply(req, &body))
             .query::<i64>(self.conn()?)?;
         Ok(())
+    }
+}
+
+/// Questions published and waiting for replies; dropped, it forgets them
+/// (a late reply finds no one and is ignored).
+struct Asked {
+    state: Arc<State>,
+    waiting: Vec<(u64, Receiver<Vec<u8>>)>,
+}
+
+impl Asked {
+    /// Every reply, in the order asked, or `Failed` if one did not come by
+    /// `deadline` or was an error.
+    fn collect(self, deadline: Instant) -> Result<Vec<Value>, Failed> {
+        let mut answers = Vec::with_capacity(self.waiting.len());
+        for (_, rx) in &self.waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let body = rx.recv_timeout(left).map_err(|_| Failed)?;
+            let v: Value = serde_json::from_slice(&body).map_err(|_| Failed)?;
+            if v.get("error").is_some() {
+                return Err(Failed);
+            }
+            answers.push(v);
+        }
+        Ok(answers)
+    }
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        let mut pending = self.state.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (req, _) in &self.waiting {
+            pending.remove(req);
+        }
     }
 }

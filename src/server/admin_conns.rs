@@ -14,7 +14,7 @@ use slab::Slab;
 use super::connections::write_some;
 use super::token::admin_token;
 use crate::admin::http::{self, Limits, Parse};
-use crate::admin::{self as api, Backend, RemoteOp, RemoteResult, Routed};
+use crate::admin::{self as api, Backend, RemoteResult, Routed};
 use crate::config::Config;
 use crate::presence::{ConnId, NodeEvent};
 use crate::session::ms;
@@ -44,8 +44,7 @@ struct AdminConn {
 struct Parked {
     seq: u64,
     reply: api::Reply,
-    /// The id of a kick (its answer names it).
-    kick: Option<String>,
+    awaiting: api::Awaiting,
 }
 
 /// The longest a parked request waits: every admin answer comes within
@@ -67,6 +66,9 @@ pub(super) struct AdminConns {
     input_cap: usize,
     /// Requests served, for `wsbeat_admin_requests_total`.
     pub requests: u64,
+    /// Connections whose parked request timed out, to serve what waited
+    /// behind it.
+    resume: Vec<ConnId>,
 }
 
 impl AdminConns {
@@ -82,6 +84,7 @@ impl AdminConns {
             max_backpressure: cfg.max_backpressure,
             input_cap: http::MAX_HEADER_BYTES + cfg.max_message_size + read_buffer,
             requests: 0,
+            resume: Vec::new(),
         }
     }
 
@@ -226,9 +229,11 @@ impl AdminConns {
         let mut out = std::mem::take(&mut a.out);
         let mut pos = 0;
         let mut events = false;
-        let mut close = false;
+        // A parked request that said `Connection: close` ended the input.
+        let mut close = a.close_after_flush;
         let mut served = 0;
-        let mut parked = a.parked.is_some();
+        let was_parked = a.parked.is_some();
+        let mut parked = was_parked;
         while pos < input.len() && !events && !close && !parked {
             match http::parse_request(&input[pos..], &limits) {
                 Parse::Partial => break,
@@ -240,14 +245,11 @@ impl AdminConns {
                         Routed::Events => events = true,
                         Routed::Remote(op, reply) => {
                             a.parked_count += 1;
-                            let kick = match &op {
-                                RemoteOp::Kick { id, .. } => Some(id.clone()),
-                                _ => None,
-                            };
+                            let awaiting = api::Awaiting::of(&op);
                             a.parked = Some(Parked {
                                 seq: a.parked_count,
                                 reply,
-                                kick,
+                                awaiting,
                             });
                             parked = true;
                             backend.remote(op, (a.id, a.parked_count));
@@ -278,9 +280,11 @@ impl AdminConns {
         a.events |= events;
         a.close_after_flush |= close;
         let subscribed = a.events;
-        if parked {
+        if parked && !was_parked {
+            // Armed once per parked request: bytes arriving behind it do
+            // not push its deadline out.
             self.rearm(idx, now + PARK_TIMEOUT_MS);
-        } else if served > 0 && !subscribed {
+        } else if !parked && served > 0 && !subscribed {
             self.rearm(idx, now + self.idle_ms);
         }
         if events {
@@ -354,10 +358,11 @@ impl AdminConns {
             a.timer = None;
             if a.parked.is_some() {
                 // The cluster did not answer in time: 503 now (the cluster
-                // ends its operations before this).
+                // ends its operations before this); requests behind it are
+                // served by `resume`.
                 self.complete_parked(idx, RemoteResult::Unavailable);
                 self.rearm(idx, now + self.idle_ms);
-                self.flush(idx);
+                self.resume.push(id);
             } else if a.events {
                 a.out.extend_from_slice(b": keepalive\n\n");
                 self.rearm(idx, now + self.keepalive_ms());
@@ -368,14 +373,28 @@ impl AdminConns {
         }
     }
 
+    /// Serves what waited behind requests that timed out in [`expire`].
+    ///
+    /// [`expire`]: AdminConns::expire
+    pub fn resume(&mut self, now: u64, backend: &mut dyn Backend) {
+        for id in std::mem::take(&mut self.resume) {
+            let idx = id.slot();
+            if self.table.get(idx).is_some_and(|a| a.id == id) && self.process(idx, now, backend) {
+                self.flush(idx);
+            }
+        }
+    }
+
+    /// Whether [`resume`](AdminConns::resume) has work.
+    pub fn has_resumable(&self) -> bool {
+        !self.resume.is_empty()
+    }
+
     /// Writes a parked request's answer.
     fn complete_parked(&mut self, idx: usize, result: RemoteResult) {
         let a = &mut self.table[idx];
         let Some(p) = a.parked.take() else { return };
-        match &p.kick {
-            Some(id) => api::write_remote_kick(&mut a.out, id, result, p.reply),
-            None => api::write_remote(&mut a.out, result, p.reply),
-        }
+        api::write_awaited(&mut a.out, &p.awaiting, result, p.reply);
         a.close_after_flush |= !p.reply.keep_alive;
     }
 

@@ -63,8 +63,14 @@ impl LocalNode for ServerNode {
                 Some(conn) => Self::queue(&shared, conn.loop_index(), Command::Kick(id, reason)),
                 None => false,
             },
-            Delivery::Replaced(conn) => Self::queue(&shared, conn.loop_index(), Command::Replaced(conn)),
-            Delivery::Rejected(conn) => Self::queue(&shared, conn.loop_index(), Command::Rejected(conn)),
+            // Only a connection that still holds the id: a connection
+            // number alone may name another connection of a later process.
+            Delivery::Replaced(id, conn) => {
+                owner(&id) != Some(conn) || Self::queue(&shared, conn.loop_index(), Command::Replaced(conn))
+            }
+            Delivery::Rejected(id, conn) => {
+                owner(&id) != Some(conn) || Self::queue(&shared, conn.loop_index(), Command::Rejected(conn))
+            }
             Delivery::Broadcast(msg) => {
                 let mut frame = Vec::new();
                 msg.encode(&mut frame);

@@ -247,7 +247,9 @@ impl EventLoop {
         .min()
     }
 
-    fn admin_event(&mut self, idx: usize, readable: bool, writable: bool) {
+    /// Runs `f` with the admin connections and the server as they see it
+    /// (and the read buffer, and the time).
+    fn with_admin<R>(&mut self, f: impl FnOnce(&mut AdminConns, &mut LoopBackend<'_>, &mut [u8], u64) -> R) -> R {
         let now = self.conns.cx.now();
         let mut backend = LoopBackend {
             conns: &mut self.conns,
@@ -257,8 +259,11 @@ impl EventLoop {
             sse_subscribers: self.admin.subscribers(),
             admin_requests: self.admin.requests,
         };
-        self.admin
-            .on_event(idx, readable, writable, now, &mut self.rbuf, &mut backend);
+        f(&mut self.admin, &mut backend, &mut self.rbuf, now)
+    }
+
+    fn admin_event(&mut self, idx: usize, readable: bool, writable: bool) {
+        self.with_admin(|admin, backend, rbuf, now| admin.on_event(idx, readable, writable, now, rbuf, backend));
         // A new `/events` subscriber is recorded for from now on, not from
         // the end of the turn.
         self.publish_events();
@@ -330,16 +335,7 @@ impl EventLoop {
                 }
                 LoopMsg::Exit => self.exit_now = true,
                 LoopMsg::AdminReply(waiter, result) => {
-                    let now = self.conns.cx.now();
-                    let mut backend = LoopBackend {
-                        conns: &mut self.conns,
-                        running: &mut self.running,
-                        shutdown: &mut self.shutdown_requested,
-                        admin_connections: self.admin.len(),
-                        sse_subscribers: self.admin.subscribers(),
-                        admin_requests: self.admin.requests,
-                    };
-                    self.admin.on_remote_result(waiter, result, now, &mut backend);
+                    self.with_admin(|admin, backend, _, now| admin.on_remote_result(waiter, result, now, backend));
                 }
             }
             self.run_deferred();
@@ -376,6 +372,9 @@ impl EventLoop {
             }
         }
         self.admin.expire(now);
+        if self.admin.has_resumable() {
+            self.with_admin(|admin, backend, _, now| admin.resume(now, backend));
+        }
     }
 
     fn begin_shutdown(&mut self) {

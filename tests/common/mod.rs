@@ -412,6 +412,8 @@ pub struct Proc {
     pub admin: SocketAddr,
     /// Log lines seen before both addresses were known.
     pub startup_log: Vec<String>,
+    /// Every line it has logged so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Proc {
@@ -449,11 +451,14 @@ pub fn start_binary(mut cmd: std::process::Command) -> Proc {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         admin: SocketAddr::from(([0, 0, 0, 0], 0)),
         startup_log: Vec::new(),
+        log: Arc::default(),
     };
     let stderr = p.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = p.log.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.lock().unwrap().push(line.clone());
             let _ = tx.send(line);
         }
     });
