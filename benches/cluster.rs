@@ -12,7 +12,8 @@
 //!    scaled to a million clients over ten nodes.
 //!
 //! `CLUSTER_N` (default 5000) connections for 2 and 4; `CLUSTER_PUSHES`
-//! (default 10000); `LOAD_WSBEAT_BIN` picks another binary.
+//! (default 10000); `LOAD_WSBEAT_BIN` picks another binary;
+//! `CLUSTER_THREAD_CPU=1` also prints the clustered node's CPU by thread.
 
 #[allow(dead_code)]
 #[path = "../tests/common/redis.rs"]
@@ -166,6 +167,27 @@ impl Ws {
     }
 }
 
+/// CPU seconds a process has used (all its threads), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds of a process's main thread: with `--threads 1`, its event
+/// loop (the cluster's helper threads are others).
+fn loop_cpu_secs(pid: u32) -> f64 {
+    stat_cpu(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+fn stat_cpu(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn metric(admin: SocketAddr, name: &str) -> u64 {
     let (_, text) = get(admin, "/metrics");
     text.lines()
@@ -228,20 +250,94 @@ fn main() {
     );
     drop(clients);
 
-    // 2. Connect rate, with and without --cluster.
-    let connect = |addr: SocketAddr, prefix: &str| -> (f64, Vec<Ws>) {
+    // 2. Connect rate, with and without --cluster: 4 client threads, three
+    // rounds each, interleaved; the median round counts.
+    let connect = |addr: SocketAddr, prefix: String| -> (f64, Vec<Ws>) {
         let t = Instant::now();
-        let kept: Vec<Ws> = (0..n).map(|i| Ws::open(addr, &format!("{prefix}-{i}"))).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|k| {
+                let prefix = prefix.clone();
+                std::thread::spawn(move || {
+                    (k..n)
+                        .step_by(4)
+                        .map(|i| Ws::open(addr, &format!("{prefix}-{i}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let kept: Vec<Ws> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect();
         (n as f64 / t.elapsed().as_secs_f64(), kept)
     };
     let solo = node::<&str>(&[]);
-    let (solo_rate, solo_kept) = connect(solo.addr, "solo");
-    drop(solo_kept);
+    let (mut solo_rates, mut cluster_rates) = (Vec::new(), Vec::new());
+    // CPU of the node and of its loop thread, over connects and the
+    // disconnects that follow (each round until the node has let go).
+    let (mut solo_cpu, mut cluster_cpu, mut solo_loop, mut cluster_loop) = (0.0, 0.0, 0.0, 0.0);
+    let settle_empty = |admin: SocketAddr| {
+        let t = Instant::now();
+        while metric(admin, "wsbeat_connections_open") > 0 && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for round in 0..3 {
+        let pid = solo.child.id();
+        let (c0, l0) = (cpu_secs(pid), loop_cpu_secs(pid));
+        let (rate, kept) = connect(solo.addr, format!("solo{round}"));
+        solo_rates.push(rate);
+        drop(kept);
+        settle_empty(solo.admin);
+        solo_cpu += cpu_secs(pid) - c0;
+        solo_loop += loop_cpu_secs(pid) - l0;
+        let pid = a.child.id();
+        let (c0, l0) = (cpu_secs(pid), loop_cpu_secs(pid));
+        let (rate, kept) = connect(a.addr, format!("warm{round}"));
+        cluster_rates.push(rate);
+        drop(kept);
+        settle_empty(a.admin);
+        // The releases reach Redis just after.
+        std::thread::sleep(Duration::from_millis(300));
+        cluster_cpu += cpu_secs(pid) - c0;
+        cluster_loop += loop_cpu_secs(pid) - l0;
+        // Let both nodes see their clients leave before the next round.
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(solo);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (solo_rate, cluster_rate) = (median(&mut solo_rates), median(&mut cluster_rates));
+    if std::env::var("CLUSTER_THREAD_CPU").is_ok() {
+        for e in std::fs::read_dir(format!("/proc/{}/task", a.child.id()))
+            .expect("tasks")
+            .flatten()
+        {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let comm = stat
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .map_or("", |(c, _)| c);
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            println!("  thread {comm}: {:.2} s", (t(11) + t(12)) / 100.0);
+        }
+    }
+    let per = |secs: f64| secs * 1e6 / (3 * n) as f64;
+    println!(
+        "CPU per client (connect, bind, disconnect), 3 rounds: event loop {:.1} µs without --cluster, {:.1} µs with; whole node {:.1} µs without, {:.1} µs with (the cluster's helper threads run beside the loop)",
+        per(solo_loop),
+        per(cluster_loop),
+        per(solo_cpu),
+        per(cluster_cpu)
+    );
     let used_before: u64 = info_field(&r, "memory", "used_memory");
     r.config_resetstat();
     let t = Instant::now();
-    let (cluster_rate, kept) = connect(a.addr, "c");
+    let (_, kept) = connect(a.addr, "c".to_string());
     let ids_key_count = || match r.cmd(&["SCARD", "wsbeat:ids:bench-a"]) {
         redis::RespValue::Int(k) => k as usize,
         _ => 0,
@@ -254,7 +350,7 @@ fn main() {
     let used_after: u64 = info_field(&r, "memory", "used_memory");
     let per_id = used_after.saturating_sub(used_before) as f64 / n as f64;
     println!(
-        "connect rate, {n} clients one at a time: {solo_rate:.0}/s without --cluster, {cluster_rate:.0}/s with ({:.0}%); all {n} ids in Redis {:.2} s after the first connect",
+        "connect rate, {n} clients from 4 threads, median of 3 rounds: {solo_rate:.0}/s without --cluster, {cluster_rate:.0}/s with ({:.0}%); all {n} ids in Redis {:.2} s after the first connect",
         100.0 * cluster_rate / solo_rate,
         registered_after.as_secs_f64()
     );

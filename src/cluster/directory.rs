@@ -92,6 +92,11 @@ impl ClusterDirectory {
         self.watched.load(Ordering::Relaxed) && !self.state.up.load(Ordering::Acquire)
     }
 
+    /// Whether someone on this node streams `/events`.
+    pub(super) fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::Relaxed)
+    }
+
     /// An event from Redis (any node's, this one's included).
     pub(super) fn record(&self, node: Arc<str>, event: PresenceEvent) {
         if self.watched.load(Ordering::Relaxed) {

@@ -94,7 +94,8 @@ pub(super) fn run(
                     let payload = msg.get_payload_bytes();
                     match msg.get_channel_name() {
                         c if c == own => directed(&state, &*local, &jobs, payload),
-                        wire::EVENTS_CHANNEL => {
+                        // Read only while someone here streams `/events`.
+                        wire::EVENTS_CHANNEL if dir.is_watched() => {
                             if let Some((node, event)) = wire::parse_event(payload) {
                                 dir.record(node, event);
                                 local.events_arrived();
