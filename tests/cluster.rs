@@ -780,3 +780,42 @@ fn heartbeats_cost_no_redis_command() {
     assert_eq!(r.status, 202);
     assert_eq!(next_message(&mut clients[1]), (OpCode::Text, b"ok".to_vec()));
 }
+
+// Leaving.
+
+/// A node that stops gracefully (SIGTERM) leaves at once, not when its lease
+/// runs out: its clients get 1001 and go offline with reason `shutdown` on
+/// the other nodes' streams, it drops out of `/nodes`, it exits 0, and its
+/// node id is free for the next process at once.
+#[test]
+fn a_node_that_stops_gracefully_leaves_the_cluster_at_once() {
+    let redis = RedisServer::start();
+    let mut a = start_node(&redis, "A", &[]);
+    let b = start_node(&redis, "B", &[]);
+    let mut stream = subscribe(&b);
+    let mut x = a.client("x");
+    expect_event(&mut stream, "online", "x", None, "A");
+    let t = Instant::now();
+    a.signal("TERM");
+    assert_eq!(x.read_close(), 1001);
+    answer_close(&mut x, 1001);
+    expect_event(&mut stream, "offline", "x", Some("shutdown"), "A");
+    assert!(
+        within(Duration::from_secs(5), || a.proc.child.try_wait().unwrap().is_some()),
+        "A did not exit"
+    );
+    assert!(a.proc.child.try_wait().unwrap().unwrap().success());
+    let nodes: Vec<String> = get_json(&b, "/nodes")["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(nodes, ["B"], "A gave up its lease as it left");
+    // Well inside the 2 s lease: A left, it was not found dead.
+    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
+    assert_eq!(b.holder("x"), None);
+    let a = start_node(&redis, "A", &[]);
+    let _x = a.client("x");
+    wait_until("x back on the new A", || b.holder("x").as_deref() == Some("A"));
+}
