@@ -131,11 +131,18 @@ impl Worker {
                 if owner.is_empty() || owner == *self.s.node {
                     return Ok(RemoteResult::Client(None));
                 }
-                let reply = self.ask(&[owner], &Query::Client(id), deadline)?;
+                let reply = self.ask(std::slice::from_ref(&owner), &Query::Client(id.clone()), deadline)?;
                 let v = reply.into_iter().next().ok_or(Failed)?;
                 match &v["client"] {
                     Value::Null => Ok(RemoteResult::Client(None)),
-                    c => Ok(RemoteResult::Client(Some(ClientInfo::from_value(c).ok_or(Failed)?))),
+                    c => {
+                        let c = ClientInfo::from_value(c).ok_or(Failed)?;
+                        // Only an answer to the question asked, from the node asked.
+                        if c.id != id || c.node != owner {
+                            return Err(Failed);
+                        }
+                        Ok(RemoteResult::Client(Some(c)))
+                    }
                 }
             }
             RemoteOp::Push { id, msg } => self.send(&id, wire::encode_push(&id, &msg)),
@@ -282,16 +289,21 @@ impl Worker {
             total = n;
             clients.extend(mine);
         }
-        for v in asked.collect(deadline)? {
+        for (v, node) in asked.collect(deadline)?.into_iter().zip(&targets) {
             let n = v["total"].as_u64().ok_or(Failed)?;
             total = total.saturating_add(usize::try_from(n).map_err(|_| Failed)?);
-            // A node sends at most what was asked; more would be no node's.
+            // A node sends at most what was asked, its own clients, after
+            // `after`; anything else is no answer to this question.
             let theirs = v["clients"].as_array().ok_or(Failed)?;
             if theirs.len() > limit + 1 {
                 return Err(Failed);
             }
             for c in theirs {
-                clients.push(ClientInfo::from_value(c).ok_or(Failed)?);
+                let c = ClientInfo::from_value(c).ok_or(Failed)?;
+                if c.node != *node || after.as_deref().is_some_and(|a| c.id.as_str() <= a) {
+                    return Err(Failed);
+                }
+                clients.push(c);
             }
         }
         clients.sort_by(|a, b| a.id.cmp(&b.id));
