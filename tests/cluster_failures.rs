@@ -1,7 +1,7 @@
-//! The cluster when things fail (SPEC §9): a node killed or cut off, Redis
-//! killed or restarted empty, an id taken on two nodes while Redis was
-//! away, and start-up with bad flags, a taken node id or no Redis yet.
-//! Real `wsbeat` processes and a real `redis-server`, one per test.
+//! The cluster when things fail (SPEC §9): a node killed, cut off or
+//! stopped, Redis killed or restarted empty, an id taken on two nodes while
+//! Redis was away, and start-up with bad flags, a taken node id or no Redis
+//! yet. Real `wsbeat` processes and a real `redis-server`, one per test.
 
 mod common;
 
@@ -9,9 +9,9 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cluster::{LEASE, Node, within};
+use common::cluster::{LEASE, Node, expect_event, get, holder_of, is_ready, node_ids, push, read_text, within};
 use common::redis::RedisServer;
-use common::{DEADLINE, Events, Raw, Response, http, start_binary, wsbeat_command};
+use common::{DEADLINE, Events, Raw, Response, http, read_response, start_binary, wsbeat_command};
 use serde_json::Value;
 use wsbeat::protocol::frame::OpCode;
 
@@ -22,39 +22,6 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// A dead node's clients go offline within its lease + 2 s.
 fn lost_within() -> Duration {
     LEASE + Duration::from_secs(2)
-}
-
-fn get(node: &Node, path: &str) -> Response {
-    http(node.admin(), "GET", path, "", b"")
-}
-
-fn is_ready(node: &Node) -> bool {
-    get(node, "/readyz").status == 200
-}
-
-/// The node `asked`'s `/clients/ID` names; `None` for a 404 and, unlike
-/// [`Node::holder`], for any other answer too (a 503 while the cluster
-/// comes back), so it can be polled.
-fn holder_of(asked: &Node, id: &str) -> Option<String> {
-    let r = get(asked, &format!("/clients/{id}"));
-    (r.status == 200).then(|| r.json()["node"].as_str().unwrap_or_default().to_string())
-}
-
-fn push(via: &Node, id: &str, body: &str) -> Response {
-    http(
-        via.admin(),
-        "POST",
-        &format!("/clients/{id}/messages"),
-        "",
-        body.as_bytes(),
-    )
-}
-
-/// The next message that is not a server heartbeat, as text.
-fn read_text(raw: &mut Raw) -> String {
-    let f = raw.read_non_heartbeat().expect("a message, not a closed connection");
-    assert_eq!(f.opcode, OpCode::Text, "{f:?}");
-    String::from_utf8(f.payload).unwrap()
 }
 
 /// Waits at most `limit` for a close frame (skipping anything else); its
@@ -94,27 +61,6 @@ fn next_about(ev: &mut Events, ids: &[&str]) -> (String, Value) {
             return (kind, data);
         }
     }
-}
-
-/// Reads one event and checks its kind, id, reason and node.
-fn expect_event(ev: &mut Events, kind: &str, id: &str, reason: Option<&str>, node: &str) -> Value {
-    let (k, d) = ev.next();
-    assert_eq!(
-        (k.as_str(), d["id"].as_str(), d["reason"].as_str(), d["node"].as_str()),
-        (kind, Some(id), reason, Some(node)),
-        "{d}"
-    );
-    d
-}
-
-fn node_ids(nodes: &Response) -> Vec<String> {
-    assert_eq!(nodes.status, 200, "{}", nodes.text());
-    nodes.json()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// SPEC §9: the clients of a dead node go offline with reason `node_lost`
@@ -787,4 +733,92 @@ fn a_node_started_before_redis_serves_locally_and_joins_once_redis_is_up() {
     eprintln!("warnings about Redis: {warnings:#?}");
     assert!(!warnings.is_empty(), "no warning that Redis is unreachable: {log:#?}");
     assert!(warnings.len() <= 2, "a warning per retry: {warnings:#?}");
+}
+
+/// SPEC §9 (every answer within 2 s) and §5 (keep-alive, pipelining): a
+/// node that is alive by its lease and subscribed, yet answers nothing (it
+/// is stopped), costs a request that needs it a 503 within 2 s; requests
+/// pipelined behind it on the same connection wait for it and are then
+/// answered, in order.
+#[test]
+fn a_stalled_node_costs_a_503_within_2_s_and_pipelined_requests_behind_it_are_answered_in_order() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "A", &[]);
+    let b = Node::start(&redis.url(), "B", &[]);
+    let _a1 = a.client("a1");
+    let _b1 = b.client("b1");
+    assert!(
+        within(DEADLINE, || holder_of(&a, "b1").as_deref() == Some("B")),
+        "A never saw B's client"
+    );
+    let mut conn = Raw::connect(a.admin());
+
+    b.signal("STOP");
+    let sent = Instant::now();
+    conn.send(
+        b"GET /clients/b1 HTTP/1.1\r\nHost: admin\r\n\r\n\
+          GET /clients/a1 HTTP/1.1\r\nHost: admin\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n",
+    );
+    let first = read_response(&mut conn);
+    let first_took = sent.elapsed();
+    let second = read_response(&mut conn);
+    let third = read_response(&mut conn);
+    let all_took = sent.elapsed();
+    // Before any assertion, so that B is not left stopped.
+    b.signal("CONT");
+    eprintln!("pipelined behind a stopped node: the first answer after {first_took:?}, all three after {all_took:?}");
+
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(first.json()["error"], "cluster unavailable");
+    assert!(first_took < Duration::from_secs(2), "the 503 took {first_took:?}");
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        (second.json()["id"].as_str(), second.json()["node"].as_str()),
+        (Some("a1"), Some("A")),
+        "{}",
+        second.text()
+    );
+    assert_eq!((third.status, third.text().trim()), (200, "ok"));
+    assert!(all_took < Duration::from_secs(2), "all three took {all_took:?}");
+
+    // The connection is still good, and B comes back: b1 is B's again (its
+    // lease may have run out while it was stopped; it then registers again).
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n");
+    assert_eq!(read_response(&mut conn).status, 200);
+    assert!(
+        within(SETTLE, || is_ready(&b) && holder_of(&a, "b1").as_deref() == Some("B")),
+        "b1 not B's again after SIGCONT"
+    );
+}
+
+/// README, cluster notes: `202` for a push to another node means Redis
+/// handed it to that node's subscription. A stopped node's subscription is
+/// still open, so the push is accepted at once, and the node delivers it,
+/// once, when it continues (Redis had written it to its socket).
+#[test]
+fn a_push_to_a_stopped_node_is_accepted_and_delivered_once_it_continues() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "A", &[]);
+    let b = Node::start(&redis.url(), "B", &[]);
+    let mut b1 = b.client("b1");
+    assert!(
+        within(DEADLINE, || holder_of(&a, "b1").as_deref() == Some("B")),
+        "A never saw B's client"
+    );
+
+    b.signal("STOP");
+    let t = Instant::now();
+    let r = push(&a, "b1", "sent while B was stopped");
+    let took = t.elapsed();
+    b.signal("CONT");
+    eprintln!("push to a stopped node answered {} after {took:?}", r.status);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"queued": true, "node": "B"}));
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+
+    assert_eq!(read_text(&mut b1), "sent while B was stopped");
+    // Once: the next message is the next push.
+    assert_eq!(push(&a, "b1", "after").status, 202);
+    assert_eq!(read_text(&mut b1), "after");
 }

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{DEADLINE, Proc, Raw, http, start_binary, wsbeat_command};
+use serde_json::Value;
+use wsbeat::protocol::frame::OpCode;
+
+use super::{DEADLINE, Events, Proc, Raw, Response, http, start_binary, wsbeat_command};
 
 /// The lease cluster tests run with: short, so a dead node is noticed fast.
 pub const LEASE: Duration = Duration::from_secs(2);
@@ -97,4 +100,64 @@ pub fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// Admin API, clients and events, as the cluster tests use them.
+
+/// A `GET` of `path` on `node`'s admin API, whatever it answers.
+pub fn get(node: &Node, path: &str) -> Response {
+    http(node.admin(), "GET", path, "", b"")
+}
+
+/// Whether `node`'s `/readyz` answers 200 now.
+pub fn is_ready(node: &Node) -> bool {
+    get(node, "/readyz").status == 200
+}
+
+/// The node `asked`'s `/clients/ID` names; `None` for a 404 and, unlike
+/// [`Node::holder`], for any other answer too (a 503 while the cluster
+/// comes back), so it can be polled.
+pub fn holder_of(asked: &Node, id: &str) -> Option<String> {
+    let r = get(asked, &format!("/clients/{id}"));
+    (r.status == 200).then(|| r.json()["node"].as_str().unwrap_or_default().to_string())
+}
+
+/// Pushes the text `body` to client `id` through `via`'s admin API.
+pub fn push(via: &Node, id: &str, body: &str) -> Response {
+    http(
+        via.admin(),
+        "POST",
+        &format!("/clients/{id}/messages"),
+        "",
+        body.as_bytes(),
+    )
+}
+
+/// The next message that is not a server heartbeat, as text.
+pub fn read_text(raw: &mut Raw) -> String {
+    let f = raw.read_non_heartbeat().expect("a message, not a closed connection");
+    assert_eq!(f.opcode, OpCode::Text, "{f:?}");
+    String::from_utf8(f.payload).unwrap()
+}
+
+/// Reads one event and checks its kind, id, reason and node.
+pub fn expect_event(ev: &mut Events, kind: &str, id: &str, reason: Option<&str>, node: &str) -> Value {
+    let (k, d) = ev.next();
+    assert_eq!(
+        (k.as_str(), d["id"].as_str(), d["reason"].as_str(), d["node"].as_str()),
+        (kind, Some(id), reason, Some(node)),
+        "{d}"
+    );
+    d
+}
+
+/// The ids a `/nodes` answer lists, in its order; it must be a 200.
+pub fn node_ids(nodes: &Response) -> Vec<String> {
+    assert_eq!(nodes.status, 200, "{}", nodes.text());
+    nodes.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
 }
