@@ -11,11 +11,11 @@
 //! while it is down, this node's own changes, as they happen here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::presence::{Bind, ConnId, Directory, DuplicateId, NodeEvent, OfflineReason, PresenceEvent, Registry};
+use crate::presence::{Bind, ConnId, Directory, DuplicateId, NodeEvent, OfflineReason, PresenceEvent, SharedRegistry};
 
 use super::State;
 
@@ -23,9 +23,6 @@ use super::State;
 /// the connect rate for long), changes are dropped and the whole state is
 /// registered again once the queue drains.
 pub(super) const OP_QUEUE: usize = 1 << 18;
-
-/// Events from Redis waiting for loop 0 to stream them; beyond, dropped.
-const MAX_EVENTS: usize = 1 << 20;
 
 /// A change for the command thread to settle in Redis.
 #[derive(Debug)]
@@ -45,37 +42,32 @@ pub(super) enum Op {
 
 /// The ids of this node, and the cluster's view of presence.
 pub struct ClusterDirectory {
-    inner: Mutex<Inner>,
+    /// This node's ids (decided here for all its loops) and the events
+    /// waiting for `/events`.
+    local: SharedRegistry,
+    /// When each bound connection took its id (Unix ms): settles who keeps
+    /// an id two nodes held while Redis was away. Changed only while
+    /// `local` decides (its lock is taken first).
+    bound_at: Mutex<HashMap<ConnId, u64>>,
     ops: SyncSender<Op>,
     state: Arc<State>,
-    watched: AtomicBool,
-}
-
-#[derive(Default)]
-struct Inner {
-    registry: Registry,
-    /// When each bound connection took its id (Unix ms): settles who keeps
-    /// an id two nodes held while Redis was away.
-    bound_at: HashMap<ConnId, u64>,
-    events: Vec<NodeEvent>,
 }
 
 impl ClusterDirectory {
     pub(super) fn new(state: Arc<State>) -> (ClusterDirectory, Receiver<Op>) {
         let (ops, rx) = sync_channel(OP_QUEUE);
         let dir = ClusterDirectory {
-            inner: Mutex::default(),
+            local: SharedRegistry::new(),
+            bound_at: Mutex::default(),
             ops,
             state,
-            watched: AtomicBool::new(false),
         };
         (dir, rx)
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Every change under the lock is one insert or remove: a panic
-        // elsewhere leaves it consistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn bound_at(&self) -> MutexGuard<'_, HashMap<ConnId, u64>> {
+        // One insert or remove at a time: a panic elsewhere leaves it whole.
+        self.bound_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn queue(&self, op: Op) {
@@ -87,129 +79,93 @@ impl ClusterDirectory {
         }
     }
 
-    /// Whether this node records its own events (the cluster is down).
+    /// Whether this node records its own events (the cluster is down; while
+    /// it is up they come back through Redis).
     fn local_events(&self) -> bool {
-        self.watched.load(Ordering::Relaxed) && !self.state.up.load(Ordering::Acquire)
+        !self.state.up.load(Ordering::Acquire)
     }
 
     /// Whether someone on this node streams `/events`.
     pub(super) fn is_watched(&self) -> bool {
-        self.watched.load(Ordering::Relaxed)
+        self.local.watched()
     }
 
     /// An event from Redis (any node's, this one's included).
     pub(super) fn record(&self, node: Arc<str>, event: PresenceEvent) {
-        if self.watched.load(Ordering::Relaxed) {
-            let mut inner = self.inner();
-            // Loop 0 drains it every turn; a flood published into Redis
-            // must still not grow it without bound.
-            if inner.events.len() < MAX_EVENTS {
-                inner.events.push(NodeEvent {
-                    node: Some(node),
-                    event,
-                });
-            }
-        }
+        self.local.record(NodeEvent {
+            node: Some(node),
+            event,
+        });
     }
 
     /// Every id held here, with its connection and when it was bound, in
     /// id order from `after`, at most `limit`.
     pub(super) fn held(&self, after: Option<&str>, limit: usize) -> Vec<(Arc<str>, ConnId, u64)> {
-        let inner = self.inner();
-        inner
-            .registry
-            .page(after, limit)
-            .map(|(id, conn)| (id.clone(), conn, inner.bound_at.get(&conn).copied().unwrap_or(0)))
+        let page = self.local.page(after, limit);
+        let bound_at = self.bound_at();
+        page.into_iter()
+            .map(|(id, conn)| {
+                let at = bound_at.get(&conn).copied().unwrap_or(0);
+                (id, conn, at)
+            })
             .collect()
     }
 }
 
 impl Directory for ClusterDirectory {
     fn bind(&self, id: &Arc<str>, conn: ConnId, mode: DuplicateId, at_ms: u64) -> Bind {
-        let local_events = self.local_events();
-        let mut inner = self.inner();
-        let bind = inner.registry.bind(id, conn, mode);
-        match bind {
-            Bind::Rejected => return bind,
-            Bind::Replaced(old) => {
-                inner.bound_at.remove(&old);
-                if local_events {
-                    let event = PresenceEvent::Offline {
-                        id: id.clone(),
-                        reason: OfflineReason::Replaced,
-                        at_ms,
-                    };
-                    inner.events.push(event.into());
+        self.local
+            .bind_then(id, conn, mode, at_ms, self.local_events(), |bind| {
+                if *bind == Bind::Rejected {
+                    return;
                 }
-            }
-            Bind::Bound => {}
-        }
-        inner.bound_at.insert(conn, at_ms);
-        if local_events {
-            inner
-                .events
-                .push(PresenceEvent::Online { id: id.clone(), at_ms }.into());
-        }
-        // Queued under the lock (never blocks), so Redis hears the changes
-        // of an id in the order they were decided here.
-        self.queue(Op::Claim {
-            id: id.clone(),
-            conn,
-            at_ms,
-        });
-        bind
+                let mut bound_at = self.bound_at();
+                if let Bind::Replaced(old) = bind {
+                    bound_at.remove(old);
+                }
+                bound_at.insert(conn, at_ms);
+                drop(bound_at);
+                // Queued under the registry's lock (never blocks), so Redis
+                // hears the changes of an id in the order they were decided.
+                self.queue(Op::Claim {
+                    id: id.clone(),
+                    conn,
+                    at_ms,
+                });
+            })
     }
 
     fn unbind(&self, id: &Arc<str>, conn: ConnId, reason: OfflineReason, at_ms: u64) -> bool {
-        let local_events = self.local_events();
-        let mut inner = self.inner();
-        if !inner.registry.unbind(id, conn) {
-            return false;
-        }
-        inner.bound_at.remove(&conn);
-        if local_events {
-            let event = PresenceEvent::Offline {
-                id: id.clone(),
-                reason,
-                at_ms,
-            };
-            inner.events.push(event.into());
-        }
-        self.queue(Op::Release {
-            id: id.clone(),
-            conn,
-            reason,
-            at_ms,
-        });
-        true
+        self.local
+            .unbind_then(id, conn, reason, at_ms, self.local_events(), || {
+                self.bound_at().remove(&conn);
+                self.queue(Op::Release {
+                    id: id.clone(),
+                    conn,
+                    reason,
+                    at_ms,
+                });
+            })
     }
 
     fn lookup(&self, id: &str) -> Option<ConnId> {
-        self.inner().registry.get(id)
+        self.local.lookup(id)
     }
 
     fn page(&self, after: Option<&str>, limit: usize) -> Vec<(Arc<str>, ConnId)> {
-        self.inner()
-            .registry
-            .page(after, limit)
-            .map(|(id, conn)| (id.clone(), conn))
-            .collect()
+        self.local.page(after, limit)
     }
 
     fn len(&self) -> usize {
-        self.inner().registry.len()
+        self.local.len()
     }
 
     fn watch(&self, on: bool) {
-        if self.watched.swap(on, Ordering::Relaxed) && !on {
-            self.inner().events = Vec::new();
-        }
+        self.local.watch(on);
     }
 
     fn take_events(&self, into: &mut Vec<NodeEvent>) {
-        if self.watched.load(Ordering::Relaxed) {
-            into.append(&mut self.inner().events);
-        }
+        self.local.take_events(into);
     }
 }
 

@@ -70,16 +70,26 @@ impl SharedRegistry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn watched(&self) -> bool {
+    /// Whether someone watches (`/events`).
+    pub fn watched(&self) -> bool {
         self.watched.load(Ordering::Relaxed)
     }
-}
 
-impl Directory for SharedRegistry {
-    fn bind(&self, id: &Arc<str>, conn: ConnId, mode: DuplicateId, at_ms: u64) -> Bind {
+    /// [`Directory::bind`], recording its events only if `record`, and
+    /// running `then` with the decision before letting go of the lock (so
+    /// what `then` does happens in the order the decisions were taken).
+    pub fn bind_then(
+        &self,
+        id: &Arc<str>,
+        conn: ConnId,
+        mode: DuplicateId,
+        at_ms: u64,
+        record: bool,
+        then: impl FnOnce(&Bind),
+    ) -> Bind {
         let mut inner = self.inner();
         let bind = inner.registry.bind(id, conn, mode);
-        if self.watched() {
+        if record && self.watched() {
             if let Bind::Replaced(_) = bind {
                 inner.events.push(
                     PresenceEvent::Offline {
@@ -96,13 +106,24 @@ impl Directory for SharedRegistry {
                     .push(PresenceEvent::Online { id: id.clone(), at_ms }.into());
             }
         }
+        then(&bind);
         bind
     }
 
-    fn unbind(&self, id: &Arc<str>, conn: ConnId, reason: OfflineReason, at_ms: u64) -> bool {
+    /// [`Directory::unbind`], recording its event only if `record`, and
+    /// running `then`, if it unbound, before letting go of the lock.
+    pub fn unbind_then(
+        &self,
+        id: &Arc<str>,
+        conn: ConnId,
+        reason: OfflineReason,
+        at_ms: u64,
+        record: bool,
+        then: impl FnOnce(),
+    ) -> bool {
         let mut inner = self.inner();
         let unbound = inner.registry.unbind(id, conn);
-        if unbound && self.watched() {
+        if unbound && record && self.watched() {
             inner.events.push(
                 PresenceEvent::Offline {
                     id: id.clone(),
@@ -112,7 +133,35 @@ impl Directory for SharedRegistry {
                 .into(),
             );
         }
+        if unbound {
+            then();
+        }
         unbound
+    }
+
+    /// Records an event from elsewhere (another node's), while watched and
+    /// while fewer than [`MAX_EVENTS`] wait: loop 0 drains them every turn,
+    /// and a flood must still not grow them without bound.
+    pub fn record(&self, event: NodeEvent) {
+        if self.watched() {
+            let mut inner = self.inner();
+            if inner.events.len() < MAX_EVENTS {
+                inner.events.push(event);
+            }
+        }
+    }
+}
+
+/// Events waiting for loop 0 to stream them; beyond, dropped.
+pub const MAX_EVENTS: usize = 1 << 20;
+
+impl Directory for SharedRegistry {
+    fn bind(&self, id: &Arc<str>, conn: ConnId, mode: DuplicateId, at_ms: u64) -> Bind {
+        self.bind_then(id, conn, mode, at_ms, true, |_| {})
+    }
+
+    fn unbind(&self, id: &Arc<str>, conn: ConnId, reason: OfflineReason, at_ms: u64) -> bool {
+        self.unbind_then(id, conn, reason, at_ms, true, || {})
     }
 
     fn lookup(&self, id: &str) -> Option<ConnId> {
