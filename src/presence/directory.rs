@@ -140,7 +140,7 @@ impl SharedRegistry {
     }
 
     /// Records an event from elsewhere (another node's), while watched and
-    /// while fewer than [`MAX_EVENTS`] wait: loop 0 drains them every turn,
+    /// while fewer than `MAX_EVENTS` wait: loop 0 drains them every turn,
     /// and a flood must still not grow them without bound.
     pub fn record(&self, event: NodeEvent) {
         if self.watched() {
