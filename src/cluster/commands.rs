@@ -139,6 +139,9 @@ struct Commander {
     probe_base: u64,
     /// A probe was published to prove the current subscription.
     proof_sent: bool,
+    /// The subscription (`State::subscriptions`) the last complete
+    /// registration began after.
+    registered_for: u64,
     /// What was last logged about the state, so it is logged once.
     logged_up: Option<bool>,
     last_error: Option<String>,
@@ -170,6 +173,7 @@ pub(super) fn run(
         subscription: 0,
         probe_base: 0,
         proof_sent: false,
+        registered_for: 0,
         logged_up: None,
         last_error: None,
     };
@@ -228,7 +232,10 @@ impl Commander {
                 let result = self.periodic();
                 self.check(result);
             }
-            if self.conn.is_some() && self.state.resync.swap(false, Ordering::AcqRel) {
+            // A subscription made since the last registration began may
+            // have missed what was said to this node meanwhile.
+            let unregistered_subscription = self.state.subscriptions.load(Ordering::Acquire) != self.registered_for;
+            if self.conn.is_some() && (self.state.resync.swap(false, Ordering::AcqRel) || unregistered_subscription) {
                 // What is queued was decided before: it goes first, or a
                 // stale bind could land after the registration.
                 let mut result = Ok(());
@@ -438,6 +445,7 @@ impl Commander {
     /// took meanwhile, and lets go of those no longer held here.
     fn register_all(&mut self) -> redis::RedisResult<()> {
         let started = Instant::now();
+        let subscription = self.state.subscriptions.load(Ordering::Acquire);
         let node = self.s.node.clone();
         let ids_key = wire::ids_key(&node);
         // Unbinds from while Redis was away, first (a failed part goes
@@ -512,6 +520,7 @@ impl Commander {
         }
         self.dropped_releases = false;
         self.first = false;
+        self.registered_for = subscription;
         info!(
             "cluster: node '{}' registered {registered} ids in {} ms",
             node,

@@ -122,9 +122,9 @@ pub(crate) struct State {
     pub up: AtomicBool,
     /// The subscriber is subscribed (set by it, cleared when it is not).
     pub subscribed: AtomicBool,
-    /// Everything held here must be registered again (set by the
-    /// subscriber after it resubscribed, by the directory after dropping a
-    /// change).
+    /// Everything held here must be registered again (set by the directory
+    /// after dropping a change, and when a delivery could not be queued; a
+    /// new subscription asks the same through `subscriptions`).
     pub resync: AtomicBool,
     /// The subscriber must reconnect (its probes stopped coming back).
     pub resubscribe: AtomicBool,

@@ -80,10 +80,10 @@ pub(super) fn run(
         last_error = None;
         state.resubscribe.store(false, Ordering::Release);
         state.subscribed.store(true, Ordering::Release);
+        // Whatever happened while unsubscribed (a "replaced" it missed),
+        // the command thread registers this node's state again, unless it
+        // began doing so after this subscription.
         state.subscriptions.fetch_add(1, Ordering::AcqRel);
-        // Whatever happened while unsubscribed, Redis hears this node's
-        // state again.
-        state.resync.store(true, Ordering::Release);
         info!("cluster: subscribed as node '{}'", s.node);
         loop {
             if state.stop.load(Ordering::Acquire) || state.resubscribe.load(Ordering::Acquire) {
