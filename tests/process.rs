@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -106,8 +104,8 @@ fn environment_variables_configure_and_flags_beat_them() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
     // ...but a flag wins.
-    let mut child = wsbeat()
-        .env("WSBEAT_MAX_CONNECTIONS", "0")
+    let mut cmd = wsbeat();
+    cmd.env("WSBEAT_MAX_CONNECTIONS", "0")
         .env("WSBEAT_ADMIN_TOKEN", "from-env")
         .args([
             "--max-connections",
@@ -116,29 +114,16 @@ fn environment_variables_configure_and_flags_beat_them() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut admin = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(a) = line.split("admin API on http://").nth(1) {
-            admin = Some(a.trim().parse::<SocketAddr>().unwrap());
-            break;
-        }
-    }
-    let admin = admin.expect("started");
+        ]);
+    // Killed when dropped, also when an assertion fails.
+    let p = start_binary(cmd);
+    let admin = p.admin;
     // WSBEAT_ADMIN_TOKEN applied.
     assert_eq!(http(admin, "GET", "/metrics", "", b"").status, 401);
     assert_eq!(
         http(admin, "GET", "/metrics", "Authorization: Bearer from-env\r\n", b"").status,
         200
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 crate::also_with_two_loops!(

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::connections::Connections;
-use super::links::LoopMsg;
-use super::links::{Answer, LoopNumbers, Question};
+use super::links::{Answer, LoopMsg, LoopNumbers, Question, Shared};
 use crate::admin::{Backend, ClientInfo, ClusterState, NodeInfo, RemoteOp, Unavailable};
 use crate::handler::{Command, Outgoing};
 use crate::metrics::{self, Gauges};
@@ -44,13 +43,36 @@ pub(super) fn client_infos(conns: &Connections, wanted: &[(Arc<str>, ConnId)]) -
         .collect()
 }
 
-/// `wanted` split by the loop holding each.
-pub(super) fn group_by_loop(wanted: &[(Arc<str>, ConnId)]) -> HashMap<usize, Vec<(Arc<str>, ConnId)>> {
+/// Client infos for `wanted` (in its order), asking every loop holding some
+/// of them at once; `here`, the loop running this if any, answers for its
+/// own without asking itself. `Unavailable` when a loop did not answer in
+/// time.
+pub(super) fn loop_client_infos(
+    shared: &Shared,
+    wanted: &[(Arc<str>, ConnId)],
+    here: Option<(usize, &Connections)>,
+) -> Result<Vec<ClientInfo>, Unavailable> {
     let mut by_loop: HashMap<usize, Vec<(Arc<str>, ConnId)>> = HashMap::new();
     for (id, conn) in wanted {
         by_loop.entry(conn.loop_index()).or_default().push((id.clone(), *conn));
     }
-    by_loop
+    let mut found: HashMap<String, ClientInfo> = HashMap::new();
+    if let Some((me, conns)) = here
+        && let Some(local) = by_loop.remove(&me)
+    {
+        found.extend(client_infos(conns, &local).into_iter().map(|c| (c.id.clone(), c)));
+    }
+    let questions = by_loop
+        .into_iter()
+        .map(|(l, part)| (l, Question::Clients(part)))
+        .collect();
+    for answer in shared.ask_all(questions) {
+        match answer {
+            Some(Answer::Clients(infos)) => found.extend(infos.into_iter().map(|c| (c.id.clone(), c))),
+            _ => return Err(Unavailable),
+        }
+    }
+    Ok(wanted.iter().filter_map(|(id, _)| found.remove(&**id)).collect())
 }
 
 /// This loop's share of `/metrics`. One pass over the connections per
@@ -74,23 +96,8 @@ impl LoopBackend<'_> {
     /// Client infos for `wanted` (in its order), asking every other loop for
     /// its own at once. `None` when a loop did not answer in time.
     fn infos(&self, wanted: &[(Arc<str>, ConnId)]) -> Result<Vec<ClientInfo>, Unavailable> {
-        let me = self.conns.loop_index;
-        let mut by_loop = group_by_loop(wanted);
-        let mut found: HashMap<String, ClientInfo> = HashMap::new();
-        if let Some(local) = by_loop.remove(&me) {
-            found.extend(client_infos(self.conns, &local).into_iter().map(|c| (c.id.clone(), c)));
-        }
-        let questions = by_loop
-            .into_iter()
-            .map(|(l, part)| (l, Question::Clients(part)))
-            .collect();
-        for answer in self.conns.shared.ask_all(questions) {
-            match answer {
-                Some(Answer::Clients(infos)) => found.extend(infos.into_iter().map(|c| (c.id.clone(), c))),
-                _ => return Err(Unavailable),
-            }
-        }
-        Ok(wanted.iter().filter_map(|(id, _)| found.remove(&**id)).collect())
+        let here = Some((self.conns.loop_index, &*self.conns));
+        loop_client_infos(&self.conns.shared, wanted, here)
     }
 
     /// The other loops' indexes.
@@ -123,11 +130,7 @@ impl Backend for LoopBackend<'_> {
         NodeInfo {
             id: self.node().to_string(),
             clients: shared.directory.len(),
-            connections: shared
-                .loops
-                .iter()
-                .map(|l| l.connections_open.load(std::sync::atomic::Ordering::Relaxed))
-                .sum(),
+            connections: shared.connections_open(),
             last_seen_ms: self.conns.cx.wall_ms(self.conns.cx.now()),
             is_self: true,
         }

@@ -2,16 +2,14 @@
 //! from other nodes go into the loops' queues without waiting; questions
 //! about clients are asked of the loops like the admin API asks them.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use super::backend::group_by_loop;
-use super::links::{Answer, Question, Shared};
+use super::backend::loop_client_infos;
+use super::links::Shared;
 use crate::admin::{ClientInfo, Unavailable};
 use crate::cluster::{Delivery, LocalNode};
 use crate::handler::Command;
-use crate::presence::ConnId;
 
 /// Weak: the cluster's threads must not keep a stopped server alive.
 pub(super) struct ServerNode {
@@ -30,21 +28,6 @@ impl ServerNode {
         }
         let _ = link.waker.wake();
         true
-    }
-
-    fn infos(shared: &Shared, wanted: &[(Arc<str>, ConnId)]) -> Result<Vec<ClientInfo>, Unavailable> {
-        let questions = group_by_loop(wanted)
-            .into_iter()
-            .map(|(l, part)| (l, Question::Clients(part)))
-            .collect();
-        let mut found: HashMap<String, ClientInfo> = HashMap::new();
-        for answer in shared.ask_all(questions) {
-            match answer {
-                Some(Answer::Clients(infos)) => found.extend(infos.into_iter().map(|c| (c.id.clone(), c))),
-                _ => return Err(Unavailable),
-            }
-        }
-        Ok(wanted.iter().filter_map(|(id, _)| found.remove(&**id)).collect())
     }
 }
 
@@ -89,26 +72,19 @@ impl LocalNode for ServerNode {
         let Some(conn) = shared.directory.lookup(id) else {
             return Ok(None);
         };
-        Ok(Self::infos(&shared, &[(id.into(), conn)])?.pop())
+        Ok(loop_client_infos(&shared, &[(id.into(), conn)], None)?.pop())
     }
 
     fn page(&self, after: Option<&str>, limit: usize) -> Result<(usize, Vec<ClientInfo>), Unavailable> {
         let shared = self.shared.upgrade().ok_or(Unavailable)?;
         let total = shared.directory.len();
         let wanted = shared.directory.page(after, limit);
-        Ok((total, Self::infos(&shared, &wanted)?))
+        Ok((total, loop_client_infos(&shared, &wanted, None)?))
     }
 
     fn counts(&self) -> (usize, usize) {
         match self.shared.upgrade() {
-            Some(shared) => (
-                shared.directory.len(),
-                shared
-                    .loops
-                    .iter()
-                    .map(|l| l.connections_open.load(Ordering::Relaxed))
-                    .sum(),
-            ),
+            Some(shared) => (shared.directory.len(), shared.connections_open()),
             None => (0, 0),
         }
     }

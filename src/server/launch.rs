@@ -57,7 +57,7 @@ impl Stats {
     /// Sockets held, in any phase (handshake, open, closing), by every loop
     /// at the end of its last turn.
     pub fn connections_open(&self) -> usize {
-        self.sum(|l| &l.connections_open)
+        self.shared.connections_open()
     }
     /// Client ids online.
     pub fn clients_online(&self) -> usize {

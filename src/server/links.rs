@@ -180,6 +180,14 @@ impl Shared {
         best
     }
 
+    /// Sockets held by every loop, as of the end of their last turns.
+    pub fn connections_open(&self) -> usize {
+        self.loops
+            .iter()
+            .map(|l| l.connections_open.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Connections held by every loop.
     pub fn total_assigned(&self) -> usize {
         self.loops.iter().map(|l| l.assigned.load(Ordering::Relaxed)).sum()
