@@ -64,9 +64,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod forward;
 pub mod handler;
 pub mod metrics;
 pub mod presence;
