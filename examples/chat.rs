@@ -16,9 +16,15 @@ struct Chat;
 
 impl Handler for Chat {
     fn on_open(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
-        match conn.id {
-            Some(id) => ctl.broadcast(format!("* {id} joined")),
-            None => ctl.send(conn.conn, "welcome: send `heartbeat:NAME` to pick a name"),
+        if conn.id.is_none() {
+            ctl.send(conn.conn, "welcome: send `heartbeat:NAME` to pick a name");
+        }
+    }
+
+    fn on_bind(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
+        // Whether the name came with the upgrade or in a heartbeat.
+        if let Some(id) = conn.id {
+            ctl.broadcast(format!("* {id} joined"));
         }
     }
 

@@ -3,6 +3,10 @@
 (see the comment at the top of each fuzz_targets/*.rs). Run from anywhere: python3 fuzz/make_seeds.py
 It removes stale seed-* files first; other files in the corpus dirs (found by fuzzing) are kept."""
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import struct
 
@@ -75,8 +79,27 @@ def request(target=b"/", extra=b"", version=b"13"):
 
 
 # Parameter bytes. Policy selector (handshake, connection): bits 0-1 path, 2-3 origins, 4-5 limit.
-def policy(path=0, origins=0, limit=3):
-    return bytes([path | origins << 2 | limit << 4])
+def policy(path=0, origins=0, limit=3, jwt=False, capture=False):
+    """jwt: the token parameter (handshake) / JWT auth (connection); capture: the webhook's view
+    of the request (handshake only)."""
+    return bytes([path | origins << 2 | limit << 4 | (0x40 if jwt else 0) | (0x80 if capture else 0)])
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def jwt(claims, secret=b"fuzz-secret", header=None):
+    """An HS256 token, as the connection target's JWT auth expects (secret `fuzz-secret`)."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    sig = b64url(hmac.new(secret, h + b"." + p, hashlib.sha256).digest())
+    return h + b"." + p + b"." + sig
+
+
+EXP_2100 = 4102444800
+EXP_SOON = 946684800 + 300  # within the connection target's first timer step
+TOKEN = jwt({"sub": "device-42", "exp": EXP_2100})
 
 
 def reads(*sizes):
@@ -134,6 +157,10 @@ SEEDS = {
         "rfc-request-wrong-path": policy(path=2) + RFC_REQUEST,
         "rfc-request-origin-refused": policy(origins=1) + RFC_REQUEST,
         "client-id": policy() + request(b"/ws?client_id=dev%3A42&x=1"),
+        "token-and-capture": policy(jwt=True, capture=True)
+        + request(b"/ws?client_id=device-42&token=" + TOKEN, b"Origin: https://good.example\r\nCookie: s=1\r\nAuthorization: Bearer x\r\n"),
+        "token-twice": policy(jwt=True) + request(b"/?token=a&token=b"),
+        "token-bad-escape": policy(jwt=True, capture=True) + request(b"/?token=%FF%zz"),
         "client-id-invalid": policy() + request(b"/?client_id=a%20b"),
         "absolute-form": policy(path=2) + request(b"http://server.example.com/ws?client_id=a"),
         "version-8": policy() + request(version=b"8"),
@@ -177,6 +204,24 @@ SEEDS = {
         "rejected": policy(path=1) + reads(256) + RFC_REQUEST + RFC_HELLO,
         "frame-error-after-upgrade": policy(limit=0) + reads(256) + request() + frame(TEXT, b"x" * 200),
         "ping-as-close-payload": policy() + reads(5) + request() + frame(PING, struct.pack(">H", 1000) + b"r") + frame(PING, b"\x03"),
+        "jwt-valid-then-refresh": policy(jwt=True)
+        + reads(7, 256)
+        + request(b"/?token=" + TOKEN)
+        + frame(TEXT, b"heartbeat:device-42")
+        + frame(TEXT, b"token " + jwt({"sub": "device-42", "exp": EXP_2100 + 1}))
+        + frame(TEXT, b"hello")
+        + CLOSE_1000,
+        "jwt-expires-in-the-first-step": policy(jwt=True) + reads(256) + request(b"/?token=" + jwt({"sub": "d", "exp": EXP_SOON})),
+        "jwt-refresh-for-another-sub": policy(jwt=True)
+        + reads(256)
+        + request(b"/?token=" + TOKEN)
+        + frame(TEXT, b"token " + jwt({"sub": "other", "exp": EXP_2100})),
+        "jwt-alg-none": policy(jwt=True)
+        + reads(256)
+        + request(b"/?token=" + jwt({"sub": "device-42", "exp": EXP_2100}, header={"alg": "none"})[:-43]),
+        "jwt-bad-signature": policy(jwt=True) + reads(256) + request(b"/?token=" + jwt({"sub": "a", "exp": EXP_2100}, secret=b"x")),
+        "jwt-missing": policy(jwt=True) + reads(256) + request(b"/?client_id=a") + RFC_HELLO,
+        "jwt-client-id-mismatch": policy(jwt=True) + reads(256) + request(b"/?client_id=a&token=" + TOKEN),
     },
     "admin_http": {
         "get-clients-limit": bytes([255]) + b"GET /clients?limit=2 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer secret\r\n\r\n",

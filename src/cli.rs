@@ -126,6 +126,127 @@ struct Flags {
     /// clients go offline (node_lost). From 1s to 1h.
     #[arg(long, env = "WSBEAT_NODE_LEASE", default_value = "10s", value_name = "D", value_parser = parse_node_lease)]
     node_lease: Duration,
+
+    /// Every connection must bring a JWT as ?token= signed with this secret
+    /// (HS256/384/512); its sub is the client id, exp is required.
+    #[arg(long, env = "WSBEAT_AUTH_JWT_SECRET", value_name = "S", hide_env_values = true, conflicts_with_all = ["auth_jwt_public_key", "auth_webhook"])]
+    auth_jwt_secret: Option<String>,
+
+    /// Like --auth-jwt-secret, with a PEM public key (RS256, ES256 or EdDSA).
+    #[arg(
+        long,
+        env = "WSBEAT_AUTH_JWT_PUBLIC_KEY",
+        value_name = "PATH",
+        conflicts_with = "auth_webhook"
+    )]
+    auth_jwt_public_key: Option<std::path::PathBuf>,
+
+    /// With JWT auth: iss must be this. Default: not checked.
+    #[arg(long, env = "WSBEAT_AUTH_JWT_ISSUER", value_name = "ISS")]
+    auth_jwt_issuer: Option<String>,
+
+    /// With JWT auth: aud must hold this. Default: tokens with aud are refused.
+    #[arg(long, env = "WSBEAT_AUTH_JWT_AUDIENCE", value_name = "AUD")]
+    auth_jwt_audience: Option<String>,
+
+    /// POST each upgrade to this URL; 200 {"id": ID} accepts with that id,
+    /// 401/403 close 4401/4403, anything else closes 1011.
+    #[arg(long, env = "WSBEAT_AUTH_WEBHOOK", value_name = "URL", value_parser = parse_url)]
+    auth_webhook: Option<String>,
+
+    /// An auth webhook call not answered by then closes the client 1011.
+    #[arg(long, env = "WSBEAT_AUTH_WEBHOOK_TIMEOUT", default_value = "2s", value_name = "D", value_parser = positive_duration)]
+    auth_webhook_timeout: Duration,
+
+    /// Auth webhook calls in flight at once.
+    #[arg(long, env = "WSBEAT_AUTH_WEBHOOK_CONCURRENCY", default_value = "16", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    auth_webhook_concurrency: u64,
+
+    /// Upgrades waiting for an auth webhook call; past it they get 503.
+    #[arg(long, env = "WSBEAT_AUTH_WEBHOOK_QUEUE", default_value = "1024", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    auth_webhook_queue: u64,
+
+    /// POST client messages and presence events to this URL, in batches.
+    #[arg(long, env = "WSBEAT_FORWARD", value_name = "URL", value_parser = parse_url)]
+    forward: Option<String>,
+
+    /// A header added to every forwarding request, "Name: value" (repeatable).
+    #[arg(long, value_name = "H", value_parser = config::parse_header)]
+    forward_header: Vec<(String, String)>,
+
+    /// Bytes of forwarded items waiting for the backend; past it the oldest
+    /// are dropped (wsbeat_forward_dropped_total).
+    #[arg(long, env = "WSBEAT_FORWARD_BUFFER", default_value = "16MiB", value_name = "S", value_parser = positive_size)]
+    forward_buffer: usize,
+
+    /// A forwarding request not answered by then is retried.
+    #[arg(long, env = "WSBEAT_FORWARD_TIMEOUT", default_value = "30s", value_name = "D", value_parser = positive_duration)]
+    forward_timeout: Duration,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    config::check_http_url(s)?;
+    Ok(s.to_string())
+}
+
+/// The auth flags as a setting, or the one line that says which is wrong.
+fn auth_of(flags: &Flags) -> Result<config::Auth, String> {
+    use crate::auth::jwt::{JwtKey, JwtSettings, JwtVerifier};
+    let key = match (&flags.auth_jwt_secret, &flags.auth_jwt_public_key) {
+        (Some(s), _) if s.is_empty() => {
+            return Err("invalid value '' for '--auth-jwt-secret': must not be empty".into());
+        }
+        (Some(s), _) => Some(JwtKey::Secret(s.as_bytes().to_vec())),
+        (None, Some(path)) => match std::fs::read(path) {
+            Ok(pem) => Some(JwtKey::PublicKeyPem(pem)),
+            Err(e) => {
+                return Err(format!(
+                    "invalid value '{}' for '--auth-jwt-public-key': {e}",
+                    path.display()
+                ));
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(key) = key {
+        let settings = JwtSettings {
+            key,
+            issuer: flags.auth_jwt_issuer.clone(),
+            audience: flags.auth_jwt_audience.clone(),
+        };
+        if let Err(e) = JwtVerifier::new(&settings) {
+            let flag = match settings.key {
+                JwtKey::Secret(_) => "--auth-jwt-secret".to_string(),
+                JwtKey::PublicKeyPem(_) => format!(
+                    "invalid value '{}' for '--auth-jwt-public-key'",
+                    flags
+                        .auth_jwt_public_key
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                ),
+            };
+            return Err(format!("{flag}: {e}"));
+        }
+        return Ok(config::Auth::Jwt(settings));
+    }
+    for (set, flag) in [
+        (&flags.auth_jwt_issuer, "--auth-jwt-issuer"),
+        (&flags.auth_jwt_audience, "--auth-jwt-audience"),
+    ] {
+        if set.is_some() {
+            return Err(format!("'{flag}' needs --auth-jwt-secret or --auth-jwt-public-key"));
+        }
+    }
+    Ok(match &flags.auth_webhook {
+        Some(url) => config::Auth::Webhook(config::WebhookSettings {
+            url: url.clone(),
+            timeout: flags.auth_webhook_timeout,
+            concurrency: flags.auth_webhook_concurrency as usize,
+            queue: flags.auth_webhook_queue as usize,
+        }),
+        None => config::Auth::Open,
+    })
 }
 
 fn parse_cluster_url(s: &str) -> Result<String, String> {
@@ -233,6 +354,19 @@ where
             return Err(ExitCode::from(2));
         }
     };
+    let auth = match auth_of(&flags) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let forward = flags.forward.clone().map(|url| config::ForwardSettings {
+        url,
+        headers: flags.forward_header.clone(),
+        buffer: flags.forward_buffer,
+        timeout: flags.forward_timeout,
+    });
     let cfg = Config {
         listen: flags.listen,
         admin_listen: Some(flags.admin_listen),
@@ -272,6 +406,8 @@ where
         cluster: flags.cluster,
         node_id: flags.node_id,
         node_lease: flags.node_lease,
+        auth,
+        forward,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");

@@ -3,7 +3,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::auth::jwt::{JwtKey, JwtSettings};
+pub use crate::auth::webhook::WebhookSettings;
+pub use crate::forward::ForwardSettings;
 pub use crate::presence::DuplicateId;
+
+/// Who may claim an id (SPEC §13).
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    /// Anyone may name itself (`?client_id=`, heartbeats).
+    #[default]
+    Open,
+    /// Every connection brings a JWT as `?token=`; its `sub` is the id.
+    Jwt(JwtSettings),
+    /// The backend decides each upgrade, and names the id.
+    Webhook(WebhookSettings),
+}
 
 /// What the server sends every heartbeat interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -96,6 +111,10 @@ pub struct Config {
     /// A node that has not renewed its lease for this long is dead, and its
     /// clients go offline (`node_lost`).
     pub node_lease: Duration,
+    /// Who may claim an id: anyone, a JWT's `sub`, or the webhook's answer.
+    pub auth: Auth,
+    /// Client messages and presence events POSTed to a backend.
+    pub forward: Option<ForwardSettings>,
     /// Whether the server installs its SIGINT/SIGTERM handling (graceful
     /// shutdown; a second signal stops at once). Programs that handle
     /// signals themselves set it to false and call `Handle::shutdown`.
@@ -129,6 +148,8 @@ impl Default for Config {
             cluster: None,
             node_id: None,
             node_lease: Duration::from_secs(10),
+            auth: Auth::Open,
+            forward: None,
         }
     }
 }
@@ -153,6 +174,55 @@ pub enum ConfigError {
     NodeId(String),
     /// Outside what [`NODE_LEASE_RANGE`] allows.
     NodeLease(Duration),
+}
+
+/// `--auth-webhook-timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
+/// `--auth-webhook-concurrency`: calls in flight at once.
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 16;
+/// `--auth-webhook-queue`: upgrades waiting for a call.
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 1024;
+/// `--forward-buffer`.
+pub const DEFAULT_FORWARD_BUFFER: usize = 16 << 20;
+/// `--forward-timeout`: long enough for a slow backend, so that a batch it
+/// would have taken is not sent twice.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `url` is an `http://` or `https://` URL with a host, as the
+/// webhook and forwarding need; why not, otherwise.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("expected an http:// or https:// URL".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
+}
+
+/// Parses a `--forward-header` value, `Name: value`.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| "expected \"Name: value\"".to_string())?;
+    let (name, value) = (name.trim(), value.trim());
+    ureq::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("'{name}' is not a header name"))?;
+    ureq::http::HeaderValue::from_str(value).map_err(|_| "the value holds characters a header cannot".to_string())?;
+    if [
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+    {
+        return Err(format!("'{name}' is set by wsbeat"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// The node leases allowed: renewals every third of it must fit between a

@@ -190,6 +190,13 @@ pub trait Handler: Send + 'static {
     /// A connection completed its upgrade (`id` is set if it named itself
     /// in the query string).
     fn on_open(&mut self, _conn: &ConnInfo<'_>, _ctl: &mut Control) {}
+    /// The connection's client id was bound (`conn.id` is set): at the
+    /// upgrade (right after `on_open`: `?client_id=`, a JWT's `sub`, the auth
+    /// webhook's id) or by its first heartbeat that names one. Called at most
+    /// once per connection. In a cluster with `--duplicate-id reject`,
+    /// another node may still turn out to hold the id: `on_close` then
+    /// follows with `Error`.
+    fn on_bind(&mut self, _conn: &ConnInfo<'_>, _ctl: &mut Control) {}
     /// A client heartbeat arrived (after any id in it was bound).
     fn on_heartbeat(&mut self, _conn: &ConnInfo<'_>, _ctl: &mut Control) {}
     /// An application message arrived.

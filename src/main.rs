@@ -8,9 +8,6 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logger(cfg.log_format);
-    if let Err(e) = wsbeat::raise_fd_limit(cfg.max_connections, cfg.threads) {
-        log::warn!("cannot read or raise the open-file limit: {e}");
-    }
     let server = match wsbeat::Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {

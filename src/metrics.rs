@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::auth::AuthFailure;
 use crate::presence::OfflineReason;
 
 /// Handshake answers other than 101 that are counted by status.
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub bytes_sent: u64,
     pub protocol_errors: [u64; PROTOCOL_ERROR_CODES.len()],
     pub accept_errors: u64,
+    /// By [`AuthFailure`] (its index in `ALL`).
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
 }
 
 impl Metrics {
@@ -75,6 +78,12 @@ impl Metrics {
         self.bytes_sent += o.bytes_sent;
         sum(&mut self.protocol_errors, &o.protocol_errors);
         self.accept_errors += o.accept_errors;
+        sum(&mut self.auth_failures, &o.auth_failures);
+    }
+
+    pub fn auth_failure(&mut self, f: AuthFailure) {
+        // The discriminant is the index: `ALL` lists them in order.
+        self.auth_failures[f as usize] += 1;
     }
 
     pub fn reject(&mut self, reason: RejectReason) {
@@ -117,6 +126,8 @@ pub struct Gauges {
     pub loop_connections: Vec<usize>,
     /// With `--cluster`: whether it is up, and the live nodes it counts.
     pub cluster: Option<(bool, usize)>,
+    /// With `--forward`.
+    pub forward: Option<crate::forward::ForwardStats>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -292,6 +303,50 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
     for (i, n) in g.loop_connections.iter().enumerate() {
         let _ = writeln!(o, "wsbeat_loop_connections{{loop=\"{i}\"}} {n}");
     }
+    family(
+        o,
+        "wsbeat_auth_failures_total",
+        "counter",
+        "Connections refused or closed by authentication (JWT or the auth webhook), by reason.",
+    );
+    for (f, v) in AuthFailure::ALL.iter().zip(m.auth_failures) {
+        let _ = writeln!(o, "wsbeat_auth_failures_total{{reason=\"{}\"}} {v}", f.label());
+    }
+    if let Some(f) = g.forward {
+        single(
+            o,
+            "wsbeat_forward_delivered_total",
+            "counter",
+            "Messages and events the --forward backend acknowledged.",
+            f.delivered,
+        );
+        single(
+            o,
+            "wsbeat_forward_dropped_total",
+            "counter",
+            "Messages and events dropped past --forward-buffer (or refused by the backend as too large on their own).",
+            f.dropped,
+        );
+        family(
+            o,
+            "wsbeat_forward_requests_total",
+            "counter",
+            "Requests to the --forward backend, by result (errors are retried).",
+        );
+        let _ = writeln!(o, "wsbeat_forward_requests_total{{result=\"ok\"}} {}", f.requests_ok);
+        let _ = writeln!(
+            o,
+            "wsbeat_forward_requests_total{{result=\"error\"}} {}",
+            f.requests_failed
+        );
+        single(
+            o,
+            "wsbeat_forward_buffered_bytes",
+            "gauge",
+            "Bytes of messages and events waiting for the --forward backend or in flight.",
+            f.buffered_bytes,
+        );
+    }
     if let Some((up, nodes)) = g.cluster {
         single(
             o,
@@ -334,6 +389,7 @@ mod tests {
                 buffered_bytes: 0,
                 loop_connections: vec![2, 1],
                 cluster: Some((true, 3)),
+                forward: Some(crate::forward::ForwardStats::default()),
             },
         );
         let mut families = std::collections::HashSet::new();

@@ -8,13 +8,15 @@
 //!
 //! Input layout:
 //!   byte 0      bits 0-1 path and bits 2-3 allowed origins, as in the handshake target; bits
-//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 --duplicate-id reject
-//!               (one session per run, so it changes nothing yet); bit 7 --liveness heartbeat
+//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 JWT auth (HS256, secret
+//!               `fuzz-secret`: tokens in `?token=` and `token JWT` refreshes); bit 7 --liveness
+//!               heartbeat
 //!   byte 1      N = 1 + (b % 16): how many read sizes follow
 //!   N bytes     read sizes, each b + 1 (1..=256), used cyclically
 //!   the rest    what the client sent: an upgrade request, then masked frames
 //!
-//! Checked: no panics; the same callbacks, events, output bytes, verdict and final state for both
+//! Checked: no panics; with JWT auth, no connection opens without an id (its token's `sub`); the
+//! same callbacks, events, output bytes, verdict and final state for both
 //! read patterns; an application text message is never a heartbeat by an independent reading of
 //! the grammar; what the server wrote after its 101 is a sequence of well-formed, whole, unmasked
 //! frames, and every close frame it sent carries a valid code; every session ends within three
@@ -32,11 +34,13 @@ use wsbeat::handler::{AppMessage, ConnInfo, Control, Handler};
 use wsbeat::presence::{ConnId, OfflineReason, PresenceEvent, SharedRegistry};
 use wsbeat::protocol::frame::{OpCode, parse_header_any};
 use wsbeat::protocol::message::parse_close_payload;
-use wsbeat::session::{After, Context, Phase, Session};
+use wsbeat::auth::jwt::{JwtKey, JwtSettings, JwtVerifier};
+use wsbeat::session::{After, Context, Gate, Phase, Session};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     Open(Option<String>),
+    Bind(Option<String>),
     Beat(Option<String>),
     Text(String),
     Binary(Vec<u8>),
@@ -53,6 +57,9 @@ fn id(c: &ConnInfo<'_>) -> Option<String> {
 impl Handler for Recorder {
     fn on_open(&mut self, c: &ConnInfo<'_>, _: &mut Control) {
         self.0.lock().unwrap().push(Step::Open(id(c)));
+    }
+    fn on_bind(&mut self, c: &ConnInfo<'_>, _: &mut Control) {
+        self.0.lock().unwrap().push(Step::Bind(id(c)));
     }
     fn on_heartbeat(&mut self, c: &ConnInfo<'_>, _: &mut Control) {
         self.0.lock().unwrap().push(Step::Beat(id(c)));
@@ -86,9 +93,19 @@ struct Story {
     ending: Vec<After>,
 }
 
-fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config) -> Story {
+fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config, jwt: bool) -> Story {
     let rec = Recorder::default();
     let mut cx = Context::new(cfg.clone(), Arc::new(SharedRegistry::new()), Box::new(rec.clone()), true, 1);
+    if jwt {
+        let settings = JwtSettings {
+            key: JwtKey::Secret(b"fuzz-secret".to_vec()),
+            issuer: None,
+            audience: None,
+        };
+        cx.gate = Gate::Jwt(Arc::new(JwtVerifier::new(&settings).unwrap()));
+        // Unix time 2000-01-01: the seeds' tokens expire in 2100, or in the first timer step.
+        cx.tick(0, 946_684_800_000);
+    }
     let mut s = Session::accept((), ConnId::from_raw(0), &mut cx);
     let mut out = Vec::new();
     let mut verdict = After::Keep;
@@ -110,7 +127,7 @@ fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config) -> Story {
         let mut now = 0;
         'steps: for _ in 0..3 {
             now += 600_000;
-            cx.tick(now, now);
+            cx.tick(now, if jwt { 946_684_800_000 + now } else { now });
             while let Some((_, conn)) = cx.timers.poll(now) {
                 assert_eq!(conn, s.id());
                 let after = s.on_timer(&mut cx);
@@ -126,6 +143,11 @@ fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config) -> Story {
         assert!(cx.timers.is_empty() && cx.registry.is_empty());
     }
     let steps = rec.0.lock().unwrap().clone();
+    if jwt {
+        for s in &steps {
+            assert!(!matches!(s, Step::Open(None)), "a connection opened without a token's id: {steps:?}");
+        }
+    }
     Story {
         steps,
         events: std::mem::take(&mut cx.events),
@@ -189,15 +211,16 @@ fuzz_target!(|data: &[u8]| {
         path: [None, Some("/"), Some("/ws"), Some("/chat")][sel as usize & 3].map(String::from),
         allowed_origins: allowed,
         max_message_size: [125, 4096, 65536, 1 << 20][(sel as usize >> 4) & 3],
-        duplicate_id: if sel & 0x40 != 0 { DuplicateId::Reject } else { DuplicateId::Replace },
+        duplicate_id: DuplicateId::Replace,
         liveness: if sel & 0x80 != 0 { Liveness::Heartbeat } else { Liveness::Any },
         admin_listen: None,
         handle_signals: false,
         ..Config::default()
     };
 
-    let one = run(conn, &common::reads(conn.len(), &[]), &cfg);
-    let many = run(conn, &common::reads(conn.len(), sizes), &cfg);
+    let jwt = sel & 0x40 != 0;
+    let one = run(conn, &common::reads(conn.len(), &[]), &cfg, jwt);
+    let many = run(conn, &common::reads(conn.len(), sizes), &cfg, jwt);
     check_server_frames(&one.out);
     let refused = |s: &Story| status(&s.out).is_some_and(|st| st != b"101");
     if refused(&one) && refused(&many) && (status(&one.out) == Some(b"431") || status(&many.out) == Some(b"431")) {

@@ -86,9 +86,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let allowed = origins(sel >> 2);
+    // Bits 4-5 choose limits in other targets; here bit 6 asks for the
+    // `token` parameter and bit 7 for the request as the webhook sees it.
     let policy = Policy {
         path: path(sel),
         allowed_origins: allowed.as_deref(),
+        token: sel & 0x40 != 0,
+        capture: sel & 0x80 != 0,
     };
 
     let full = parse_request(req, &policy);

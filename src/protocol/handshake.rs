@@ -18,6 +18,10 @@ pub struct Policy<'a> {
     /// Only these exact `Origin` values are upgraded; others get `403`. A
     /// request without `Origin` (not from a browser) is let through.
     pub allowed_origins: Option<&'a [String]>,
+    /// Take the `token` query parameter (JWT auth).
+    pub token: bool,
+    /// Keep what the auth webhook is told about the request.
+    pub capture: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +39,24 @@ pub struct Accepted {
     pub accept: String,
     /// From the `client_id` query parameter.
     pub client_id: Option<Box<str>>,
+    /// The `token` query parameter, percent-decoded, when the policy asks
+    /// for it: `Some(Err(()))` when it does not decode to UTF-8.
+    pub token: Option<Result<Box<str>, ()>>,
+    /// When the policy asks for it.
+    pub request: Option<Box<RequestInfo>>,
+}
+
+/// What the auth webhook is told about an upgrade request (header values
+/// as UTF-8, lossily).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub path: Box<str>,
+    /// Raw, without the `?`.
+    pub query: Box<str>,
+    pub origin: Option<Box<str>>,
+    pub user_agent: Option<Box<str>>,
+    pub cookie: Option<Box<str>>,
+    pub authorization: Option<Box<str>>,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -156,10 +178,36 @@ pub fn parse_request(buf: &[u8], policy: &Policy<'_>) -> Outcome {
         Ok(id) => id,
         Err(r) => return Outcome::Reject(r),
     };
+    let token = if policy.token {
+        match token_param(query) {
+            Ok(t) => t,
+            Err(r) => return Outcome::Reject(r),
+        }
+    } else {
+        None
+    };
+    let request = policy.capture.then(|| {
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(trim(h.value)).into())
+        };
+        Box::new(RequestInfo {
+            path: path.into(),
+            query: query.into(),
+            origin: header("origin"),
+            user_agent: header("user-agent"),
+            cookie: header("cookie"),
+            authorization: header("authorization"),
+        })
+    });
     Outcome::Accept(Accepted {
         consumed,
         accept: accept_key(key),
         client_id,
+        token,
+        request,
     })
 }
 
@@ -223,6 +271,31 @@ fn split_target(target: &str) -> Option<(&str, &str)> {
         Some((p, q)) => (p, q),
         None => (rest, ""),
     })
+}
+
+/// The `token` parameter: at most once; `Err(())` inside when it does not
+/// decode (the session refuses it as a malformed token, after the upgrade).
+#[allow(clippy::type_complexity)] // absent / undecodable / a token
+fn token_param(query: &str) -> Result<Option<Result<Box<str>, ()>>, Rejection> {
+    let mut found = None;
+    for (k, v) in query_pairs(query) {
+        if k != "token" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Rejection {
+                status: 400,
+                reason: "token given more than once",
+            });
+        }
+        found = Some(
+            percent_decode(v.as_bytes())
+                .and_then(|t| String::from_utf8(t).ok())
+                .map(String::into_boxed_str)
+                .ok_or(()),
+        );
+    }
+    Ok(found)
 }
 
 fn client_id_param(query: &str) -> Result<Option<Box<str>>, Rejection> {
@@ -309,12 +382,57 @@ mod tests {
     }
 
     #[test]
+    fn token_and_request_are_taken_only_when_asked() {
+        let r = req(
+            "/ws?client_id=a&token=x.y%2Ez",
+            "Origin: https://o.example\r\nCookie: s=1\r\nUser-Agent: t\r\n",
+        );
+        let Outcome::Accept(plain) = parse_request(r.as_bytes(), &Policy::default()) else {
+            panic!("not accepted")
+        };
+        assert_eq!((plain.token, plain.request), (None, None));
+        let asking = Policy {
+            token: true,
+            capture: true,
+            ..Default::default()
+        };
+        let Outcome::Accept(a) = parse_request(r.as_bytes(), &asking) else {
+            panic!("not accepted")
+        };
+        assert_eq!(a.token, Some(Ok("x.y.z".into())));
+        let info = a.request.expect("captured");
+        assert_eq!(&*info.path, "/ws");
+        assert_eq!(&*info.query, "client_id=a&token=x.y%2Ez");
+        assert_eq!(info.origin.as_deref(), Some("https://o.example"));
+        assert_eq!(info.cookie.as_deref(), Some("s=1"));
+        assert_eq!(info.user_agent.as_deref(), Some("t"));
+        assert_eq!(info.authorization, None);
+        // Not UTF-8 once decoded: refused after the upgrade, as malformed.
+        let bad = req("/?token=%FF", "");
+        let Outcome::Accept(a) = parse_request(bad.as_bytes(), &asking) else {
+            panic!("not accepted")
+        };
+        assert_eq!(a.token, Some(Err(())));
+        let twice = req("/?token=a&token=b", "");
+        assert_eq!(
+            parse_request(twice.as_bytes(), &asking),
+            reject(400, "token given more than once")
+        );
+        // Without JWT auth, `token` is any query parameter.
+        assert!(matches!(
+            parse_request(twice.as_bytes(), &Policy::default()),
+            Outcome::Accept(_)
+        ));
+    }
+
+    #[test]
     fn status_table() {
         let ok = Policy::default();
         let origins = vec!["https://good.example".to_string()];
         let strict = Policy {
             path: Some("/ws"),
             allowed_origins: Some(&origins),
+            ..Default::default()
         };
         let big = format!("X-Big: {}\r\n", "a".repeat(MAX_HEADER_BYTES));
         let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();

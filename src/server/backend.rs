@@ -237,6 +237,7 @@ impl Backend for LoopBackend<'_> {
                 buffered_bytes: ordered.iter().map(|n| n.buffered_bytes).sum(),
                 loop_connections: ordered.iter().map(|n| n.connections_open).collect(),
                 cluster: self.conns.shared.cluster.as_ref().map(|c| (c.is_up(), c.nodes())),
+                forward: self.conns.shared.forwarder.as_ref().map(|f| f.stats()),
             },
         ))
     }

@@ -47,6 +47,15 @@ impl Drop for Stopped {
             // and this node leaves the cluster.
             cluster.stop();
         }
+        if self.shared.loops.iter().all(|l| l.stopped.load(Ordering::Acquire)) {
+            if let Some(w) = &self.shared.webhook {
+                w.stop();
+            }
+            if let Some(f) = &self.shared.forwarder {
+                // The last messages and offline events get their chance.
+                f.stop(self.shared.forward_flush);
+            }
+        }
         if self.index == 0 {
             let led = self.shared.shutting_down.load(Ordering::Acquire);
             for l in 1..self.shared.loops.len() {
@@ -337,6 +346,12 @@ impl EventLoop {
                 LoopMsg::AdminReply(waiter, result) => {
                     self.with_admin(|admin, backend, _, now| admin.on_remote_result(waiter, result, now, backend));
                 }
+                LoopMsg::Authorized(conn, verdict) => {
+                    if let Some(idx) = self.conns.live(conn) {
+                        let after = self.conns.table[idx].on_authorized(&mut self.conns.cx, verdict);
+                        let _ = self.conns.apply(idx, after);
+                    }
+                }
             }
             self.run_deferred();
         }
@@ -417,6 +432,11 @@ impl EventLoop {
             // Loop 0 publishes the directory's record, in the order the
             // changes were decided on every loop: tell it there is news.
             let _ = shared.loops[0].waker.wake();
+        }
+        if let (Some(items), Some(f)) = (&mut cx.forwarding, &shared.forwarder)
+            && !items.is_empty()
+        {
+            f.push(items);
         }
         for ev in cx.events.drain(..) {
             match ev {

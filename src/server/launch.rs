@@ -18,14 +18,17 @@ use super::cluster_node::ServerNode;
 use super::connections::Connections;
 use super::event_loop::EventLoop;
 use super::handle::{Handle, QUEUE_CAPACITY};
-use super::links::{LoopLink, Shared};
+use super::links::{LoopLink, LoopMsg, Shared};
 use super::listener::{Acceptor, bind_listener};
 use super::token::Source;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::webhook::Webhook;
 use crate::cluster::{Cluster, Settings as ClusterSettings};
-use crate::config::{Config, ServerHeartbeat};
+use crate::config::{Auth, Config, ServerHeartbeat};
+use crate::forward::Forwarder;
 use crate::handler::{AppMessage, ConnInfo, Control, Handler, NoopHandler};
-use crate::presence::{Directory, OfflineReason, SharedRegistry};
-use crate::session::Context;
+use crate::presence::{ConnId, Directory, OfflineReason, SharedRegistry};
+use crate::session::{Context, Gate, ms};
 
 /// One read buffer per loop. Large enough that a busy connection needs few
 /// reads per turn; a connection keeps bytes of its own only when a frame is
@@ -99,6 +102,9 @@ impl<H: Handler> Handler for Serialized<H> {
     fn on_open(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
         self.with(|h| h.on_open(conn, ctl))
     }
+    fn on_bind(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
+        self.with(|h| h.on_bind(conn, ctl))
+    }
     fn on_heartbeat(&mut self, conn: &ConnInfo<'_>, ctl: &mut Control) {
         self.with(|h| h.on_heartbeat(conn, ctl))
     }
@@ -152,6 +158,12 @@ impl Server {
     ) -> io::Result<Server> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        // Every server, the binary's or an embedded one, needs a descriptor
+        // per connection: without this, an embedding program would refuse
+        // connections past the usual 1024 with `out_of_descriptors`.
+        if let Err(e) = super::raise_fd_limit(cfg.max_connections, cfg.threads) {
+            warn!("cannot read or raise the open-file limit: {e}");
+        }
         let n = cfg.threads;
         let polls = (0..n).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mut links = Vec::with_capacity(n);
@@ -199,12 +211,37 @@ impl Server {
             Some(url) => Some(
                 Cluster::new(ClusterSettings {
                     url: url.clone(),
-                    node: node.into(),
+                    node: node.as_str().into(),
                     lease: cfg.node_lease,
                     duplicate_id: cfg.duplicate_id,
                 })
                 .map_err(io::Error::other)?,
             ),
+            None => None,
+        };
+        let jwt = match &cfg.auth {
+            Auth::Jwt(settings) => Some(Arc::new(
+                JwtVerifier::new(settings).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            )),
+            _ => None,
+        };
+        let webhook = match &cfg.auth {
+            Auth::Webhook(settings) => {
+                // Answers go straight to the loop holding the connection.
+                let routes: Vec<_> = links.iter().map(|l| (l.inbox.clone(), l.waker.clone())).collect();
+                let deliver = Box::new(move |conn: ConnId, verdict| {
+                    if let Some((inbox, waker)) = routes.get(conn.loop_index())
+                        && inbox.send(LoopMsg::Authorized(conn, verdict)).is_ok()
+                    {
+                        let _ = waker.wake();
+                    }
+                });
+                Some(Arc::new(Webhook::start(settings, deliver)?))
+            }
+            _ => None,
+        };
+        let forwarder = match &cfg.forward {
+            Some(settings) => Some(Forwarder::start(settings, node.as_str().into())?),
             None => None,
         };
         let directory: Arc<dyn Directory> = match &cluster {
@@ -217,6 +254,9 @@ impl Server {
             subscribers: AtomicUsize::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             cluster,
+            webhook: webhook.clone(),
+            forwarder,
+            forward_flush: cfg.shutdown_timeout,
         });
         if let Some(c) = &shared.cluster {
             c.start(Arc::new(ServerNode {
@@ -236,13 +276,21 @@ impl Server {
         let mut signals = signals;
         let mut loops = Vec::with_capacity(n);
         for (index, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
-            let cx = Context::new(
+            let mut cx = Context::new(
                 cfg.clone(),
                 shared.directory.clone(),
                 handler(index),
                 app_handler,
                 reserve,
             );
+            cx.gate = match (&jwt, &webhook, &cfg.auth) {
+                (Some(v), _, _) => Gate::Jwt(v.clone()),
+                (_, Some(w), Auth::Webhook(s)) => Gate::Webhook(w.clone(), ms(s.timeout)),
+                _ => Gate::Open,
+            };
+            if shared.forwarder.is_some() {
+                cx.forwarding = Some(Vec::new());
+            }
             let conns = Connections::new(cx, index, shared.clone(), poll.registry().try_clone()?, reserve);
             let admin = AdminConns::new(&cfg, poll.registry().try_clone()?, READ_BUFFER);
             loops.push(EventLoop {

@@ -44,6 +44,8 @@ pub(super) enum LoopMsg {
     /// To loop 0: the result of a remote admin operation, for the admin
     /// connection (and request) waiting for it.
     AdminReply((ConnId, u64), RemoteResult),
+    /// The auth webhook's answer for a connection of this loop.
+    Authorized(ConnId, crate::auth::webhook::Verdict),
 }
 
 pub(super) enum Question {
@@ -104,6 +106,13 @@ pub(super) struct Shared {
     pub shutting_down: AtomicBool,
     /// This node's membership of a cluster (`--cluster`).
     pub cluster: Option<Cluster>,
+    /// The auth webhook's threads (`--auth-webhook`).
+    pub webhook: Option<Arc<crate::auth::webhook::Webhook>>,
+    /// Where client messages and presence changes go (`--forward`).
+    pub forwarder: Option<crate::forward::Forwarder>,
+    /// How long the forwarder may try to deliver what is left once every
+    /// loop has stopped (`--shutdown-timeout`).
+    pub forward_flush: Duration,
 }
 
 impl LoopLink {

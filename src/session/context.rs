@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ServerHeartbeat};
+use crate::forward::Item;
 use crate::handler::{Command, ConnId, ConnInfo, Control, Handler};
 use crate::metrics::Metrics;
 use crate::presence::{Bind, Directory, OfflineReason, PresenceEvent};
@@ -47,6 +48,11 @@ pub struct Context {
     pub(super) handler: Box<dyn Handler>,
     /// False for the binary's handler: application messages are dropped.
     pub(super) app_handler: bool,
+    /// Who may come in (set by the driver; open by default).
+    pub gate: super::Gate,
+    /// With forwarding: this turn's client messages and presence changes,
+    /// in order, for the driver to hand to the forwarder.
+    pub forwarding: Option<Vec<Item>>,
 }
 
 /// Whole milliseconds, saturating far beyond any deadline.
@@ -87,7 +93,18 @@ impl Context {
             ctl: Control::default(),
             handler,
             app_handler,
+            gate: super::Gate::Open,
+            forwarding: None,
         }
+    }
+
+    /// A presence change of this loop: for its log and, with forwarding,
+    /// for the backend.
+    fn event(&mut self, ev: PresenceEvent) {
+        if let Some(f) = &mut self.forwarding {
+            f.push(Item::Event(ev.clone()));
+        }
+        self.events.push(ev);
     }
 
     /// Sets the clock: monotonic ms (never backwards) and Unix ms.
@@ -109,6 +126,8 @@ impl Context {
         Policy {
             path: self.cfg.path.as_deref(),
             allowed_origins: self.cfg.allowed_origins.as_deref(),
+            token: matches!(self.gate, super::Gate::Jwt(_)),
+            capture: matches!(self.gate, super::Gate::Webhook(..)),
         }
     }
 
@@ -121,7 +140,7 @@ impl Context {
             Bind::Replaced(old) => {
                 // Offline first, so a subscriber never sees the id go
                 // offline after it came back.
-                self.events.push(PresenceEvent::Offline {
+                self.event(PresenceEvent::Offline {
                     id: id.clone(),
                     reason: OfflineReason::Replaced,
                     at_ms: self.wall,
@@ -131,14 +150,14 @@ impl Context {
             Bind::Rejected => return false,
         }
         *client_id = Some(id.clone());
-        self.events.push(PresenceEvent::Online { id, at_ms: self.wall });
+        self.event(PresenceEvent::Online { id, at_ms: self.wall });
         true
     }
 
     /// Session `conn` lets go of `id`; an offline event if it still held it.
     pub(super) fn unbind(&mut self, id: Arc<str>, conn: ConnId, reason: OfflineReason) {
         if self.registry.unbind(&id, conn, reason, self.wall) {
-            self.events.push(PresenceEvent::Offline {
+            self.event(PresenceEvent::Offline {
                 id,
                 reason,
                 at_ms: self.wall,

@@ -19,23 +19,27 @@
 
 mod context;
 mod fanout;
+mod gate;
 pub mod sim;
 
 use std::sync::Arc;
 
 use log::{debug, info};
 
+use crate::auth::AuthFailure;
+use crate::auth::webhook::{Verdict, WebhookRequest};
 use crate::config::{Liveness, ServerHeartbeat};
 use crate::handler::{AppMessage, ConnId, ConnInfo, Outgoing, Peer, PeerAddr};
 use crate::presence::OfflineReason;
 use crate::protocol::frame::{self, OpCode};
-use crate::protocol::handshake::{self, Outcome};
+use crate::protocol::handshake::{self, Outcome, Rejection};
 use crate::protocol::heartbeat::{Due, Heartbeat, parse_heartbeat};
 use crate::protocol::message::{Decoder, Message};
 use crate::timer::TimerKey;
 
 pub use context::{Context, ms};
 pub use fanout::{Fanout, Sessions};
+pub use gate::{AskBackend, Gate};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,9 @@ pub enum Phase {
     /// Waiting for a complete upgrade request. The bytes of an incomplete
     /// request are kept in the spill (at most 8 KiB plus one read).
     Handshake,
+    /// The upgrade request is complete and the auth webhook was asked; the
+    /// `101` waits for its answer (or for `--auth-webhook-timeout`).
+    Authorizing,
     /// Upgraded: frames flow both ways.
     Open,
     /// The server sent a close frame (eviction, replacement, policy) and
@@ -88,8 +95,25 @@ struct Spill {
     out: Vec<u8>,
     /// How much of `out` is already written.
     out_pos: usize,
-    /// An upgrade request not complete yet.
+    /// An upgrade request not complete yet; while authorizing, what the
+    /// client sent after its request.
     handshake: Vec<u8>,
+    /// While authorizing: what the `101` needs once the webhook answers.
+    pending: Option<Box<Pending>>,
+}
+
+/// An upgrade waiting for the webhook.
+struct Pending {
+    accept: String,
+    /// From `?client_id=`: must be the id the webhook gives.
+    client_id: Option<Box<str>>,
+}
+
+/// What lets a session in.
+enum Admit {
+    /// Bind this id (if any); `exp`: a JWT's, in Unix seconds (0: none).
+    Yes(Option<Box<str>>, u32),
+    No(AuthFailure),
 }
 
 /// One connection. `T` is the driver's transport (a socket in the server,
@@ -117,8 +141,13 @@ pub struct Session<T = ()> {
     last_seen: u64,
     /// Monotonic ms at which the next server heartbeat is due.
     next_beat: u64,
-    /// Monotonic ms of the upgrade (accept time before it).
-    connected_at: u64,
+    /// The upgrade (accept time before it), in monotonic seconds and 4 ms
+    /// steps: what the admin API shows needs no more, and the 3 bytes saved
+    /// hold `exp` within the 80 bytes of a session.
+    connected_s: u32,
+    connected_q: u8,
+    /// The JWT's `exp`, Unix seconds; 0 without JWT auth.
+    exp: u32,
 }
 
 /// The output buffer to append to: the shared one while nothing waits, else
@@ -161,8 +190,11 @@ impl<T: PeerAddr> Session<T> {
             client_id: None,
             last_seen: cx.now,
             next_beat: u64::MAX,
-            connected_at: cx.now,
+            connected_s: 0,
+            connected_q: 0,
+            exp: 0,
         };
+        s.set_connected_at(cx.now);
         let at = cx.now + cx.handshake_timeout;
         s.arm(cx, at);
         s
@@ -181,8 +213,19 @@ impl<T: PeerAddr> Session<T> {
         self.client_id.as_deref()
     }
 
+    /// Monotonic ms of the upgrade (of the accept, before it), to 4 ms.
     pub fn connected_at(&self) -> u64 {
-        self.connected_at
+        u64::from(self.connected_s) * 1000 + u64::from(self.connected_q) * 4
+    }
+
+    fn set_connected_at(&mut self, now: u64) {
+        self.connected_s = (now / 1000).min(u32::MAX as u64) as u32;
+        self.connected_q = ((now % 1000) / 4) as u8;
+    }
+
+    /// The JWT's `exp` (Unix seconds), with JWT auth.
+    pub fn token_exp(&self) -> Option<u64> {
+        (self.exp != 0).then_some(u64::from(self.exp))
     }
 
     pub fn last_seen(&self) -> u64 {
@@ -265,7 +308,7 @@ impl<T: PeerAddr> Session<T> {
                 s.out = Vec::new();
                 s.out_pos = 0;
             }
-            if s.out.capacity() == 0 && s.handshake.is_empty() {
+            if s.out.capacity() == 0 && s.handshake.is_empty() && s.pending.is_none() {
                 self.spill = None;
             }
         }
@@ -339,9 +382,37 @@ impl<T: PeerAddr> Session<T> {
                     after
                 }
             },
+            Phase::Authorizing => {
+                let s = self.spill.get_or_insert_with(Default::default);
+                // A client must wait for the 101 before it sends frames
+                // (RFC 6455 §4.1); a little is kept, not more.
+                if s.handshake.len() + data.len() > handshake::MAX_HEADER_BYTES {
+                    s.pending = None;
+                    self.refuse_request(
+                        cx,
+                        Rejection {
+                            status: 400,
+                            reason: "data sent before the upgrade was answered",
+                        },
+                    );
+                } else {
+                    s.handshake.extend_from_slice(data);
+                }
+                After::Keep
+            }
             Phase::Open | Phase::Closing => self.on_frames(cx, data),
             Phase::CloseAfterFlush | Phase::Failing { .. } => After::Keep,
         }
+    }
+
+    /// Answers an upgrade request with an HTTP error and fails.
+    fn refuse_request(&mut self, cx: &mut Context, r: Rejection) {
+        debug!("{}: handshake refused: {} {}", self.peer(), r.status, r.reason);
+        cx.metrics.handshake_failure(r.status);
+        cx.metrics.reject(crate::metrics::RejectReason::HandshakeFailed);
+        handshake::write_rejection(&mut cx.out, &r);
+        self.release_spill();
+        self.fail(cx);
     }
 
     fn on_handshake_bytes(&mut self, cx: &mut Context, data: &mut [u8], fresh: bool) -> After {
@@ -353,36 +424,140 @@ impl<T: PeerAddr> Session<T> {
                 After::Keep
             }
             Outcome::Reject(r) => {
-                debug!("{}: handshake refused: {} {}", self.peer(), r.status, r.reason);
-                cx.metrics.handshake_failure(r.status);
-                cx.metrics.reject(crate::metrics::RejectReason::HandshakeFailed);
-                handshake::write_rejection(&mut cx.out, &r);
-                self.fail(cx);
+                self.refuse_request(cx, r);
                 After::Keep
             }
             Outcome::Accept(a) => {
-                handshake::write_accept(&mut cx.out, &a.accept);
-                self.phase = Phase::Open;
-                self.joined = true;
-                cx.open += 1;
-                self.connected_at = cx.now;
-                self.last_seen = cx.now;
-                let (next_beat, wake_at) = cx.schedule.start(cx.now);
-                self.next_beat = next_beat;
-                self.arm(cx, wake_at);
-                debug!("{}: upgraded", self.peer());
-                let rejected = match a.client_id {
-                    Some(id) => !cx.bind(&mut self.client_id, self.id, &id),
-                    None => false,
+                let admit = match &cx.gate {
+                    Gate::Open => Admit::Yes(a.client_id, 0),
+                    Gate::Jwt(verifier) => match gate::check(verifier, a.token, cx.wall) {
+                        Ok(claims) => match a.client_id {
+                            Some(id) if id != claims.sub => Admit::No(AuthFailure::IdMismatch),
+                            _ => Admit::Yes(Some(claims.sub), gate::exp_u32(claims.exp)),
+                        },
+                        Err(f) => Admit::No(f),
+                    },
+                    Gate::Webhook(backend, timeout) => {
+                        let info = a.request.unwrap_or_default();
+                        let req = WebhookRequest {
+                            peer: self.io.peer_addr(),
+                            path: info.path,
+                            query: info.query,
+                            origin: info.origin,
+                            user_agent: info.user_agent,
+                            cookie: info.cookie,
+                            authorization: info.authorization,
+                        };
+                        let timeout = *timeout;
+                        if backend.ask(self.id, req).is_err() {
+                            cx.metrics.auth_failure(AuthFailure::WebhookBusy);
+                            self.refuse_request(
+                                cx,
+                                Rejection {
+                                    status: 503,
+                                    reason: "too many upgrades waiting for authorization, try again later",
+                                },
+                            );
+                            return After::Keep;
+                        }
+                        self.phase = Phase::Authorizing;
+                        let s = self.spill.get_or_insert_with(Default::default);
+                        s.pending = Some(Box::new(Pending {
+                            accept: a.accept,
+                            client_id: a.client_id,
+                        }));
+                        s.handshake = data[a.consumed..].to_vec();
+                        // The webhook answers within its timeout; this is
+                        // the backstop, inside the handshake's own deadline.
+                        let handshake_deadline = self.connected_at() + cx.handshake_timeout;
+                        let at = (cx.now + timeout + 250).min(handshake_deadline);
+                        self.arm(cx, at);
+                        return After::Keep;
+                    }
                 };
-                let info = conn_info(self.id, &self.client_id, &self.io);
-                cx.handler.on_open(&info, &mut cx.ctl);
-                if rejected {
-                    self.close_inline(cx, 4002, "client id already in use", OfflineReason::Error);
-                }
-                // Frames that came with the request.
-                self.on_frames(cx, &mut data[a.consumed..])
+                self.admit(cx, &a.accept, admit, &mut data[a.consumed..])
             }
+        }
+    }
+
+    /// Sends the `101` and lets the session in with its id, or closes it at
+    /// once with the auth failure's code and reason (a browser sees a close
+    /// code; a refused upgrade would reach its scripts as 1006). `rest`:
+    /// frames that came with the request.
+    fn admit(&mut self, cx: &mut Context, accept: &str, admit: Admit, rest: &mut [u8]) -> After {
+        handshake::write_accept(&mut cx.out, accept);
+        let (id, exp) = match admit {
+            Admit::Yes(id, exp) => (id, exp),
+            Admit::No(failure) => {
+                let (code, reason) = failure.close();
+                debug!("{}: {reason}", self.peer());
+                cx.metrics.auth_failure(failure);
+                frame::encode_close(&mut cx.out, code, reason);
+                self.phase = Phase::Closing;
+                let at = cx.now + cx.close_timeout;
+                self.arm(cx, at);
+                return self.on_frames(cx, rest);
+            }
+        };
+        self.phase = Phase::Open;
+        self.joined = true;
+        cx.open += 1;
+        self.set_connected_at(cx.now);
+        self.last_seen = cx.now;
+        self.exp = exp;
+        let (next_beat, wake_at) = cx.schedule.start(cx.now);
+        self.next_beat = next_beat;
+        let at = self.expiry_within(cx, wake_at);
+        self.arm(cx, at);
+        debug!("{}: upgraded", self.peer());
+        let bound = match id {
+            Some(id) => Some(cx.bind(&mut self.client_id, self.id, &id)),
+            None => None,
+        };
+        let info = conn_info(self.id, &self.client_id, &self.io);
+        cx.handler.on_open(&info, &mut cx.ctl);
+        match bound {
+            Some(true) => cx.handler.on_bind(&info, &mut cx.ctl),
+            Some(false) => self.close_inline(cx, 4002, "client id already in use", OfflineReason::Error),
+            None => {}
+        }
+        self.on_frames(cx, rest)
+    }
+
+    /// The webhook decided (or its time ran out): answer the waiting
+    /// upgrade. Nothing happens unless the session is still waiting.
+    pub fn on_authorized(&mut self, cx: &mut Context, verdict: Verdict) -> After {
+        if self.phase != Phase::Authorizing {
+            return After::Keep;
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return After::Keep;
+        };
+        let Some(pending) = spill.pending.take() else {
+            return After::Keep;
+        };
+        let mut rest = std::mem::take(&mut spill.handshake);
+        self.release_spill();
+        let admit = match verdict {
+            Verdict::Accept(id) => match pending.client_id {
+                Some(asked) if asked != id => Admit::No(AuthFailure::IdMismatch),
+                _ => Admit::Yes(Some(id), 0),
+            },
+            Verdict::Unauthorized => Admit::No(AuthFailure::WebhookUnauthorized),
+            Verdict::Forbidden => Admit::No(AuthFailure::WebhookForbidden),
+            Verdict::Unavailable(why) => {
+                debug!("{}: auth webhook: {why}", self.peer());
+                Admit::No(AuthFailure::WebhookError)
+            }
+        };
+        self.admit(cx, &pending.accept, admit, &mut rest)
+    }
+
+    /// The session's wake-up `at`, or the token's expiry if earlier.
+    fn expiry_within(&self, cx: &Context, at: u64) -> u64 {
+        match self.token_exp() {
+            None => at,
+            Some(exp) => at.min(cx.now + (exp * 1000).saturating_sub(cx.wall)),
         }
     }
 
@@ -445,6 +620,13 @@ impl<T: PeerAddr> Session<T> {
                 continue;
             }
             let app = match msg {
+                Message::Text(t) if self.exp != 0 && gate::refresh_token(t).is_some() => {
+                    cx.metrics.messages_received += 1;
+                    let token = gate::refresh_token(t).unwrap_or_default();
+                    let checked = gate::check_refresh(&cx.gate, token, cx.wall, self.client_id.as_deref(), self.exp);
+                    self.refreshed(cx, checked);
+                    None
+                }
                 Message::Text(t) => {
                     cx.metrics.messages_received += 1;
                     match parse_heartbeat(t) {
@@ -465,7 +647,9 @@ impl<T: PeerAddr> Session<T> {
                                 }
                                 None => {
                                     if cx.bind(&mut self.client_id, self.id, id) {
-                                        cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
+                                        let info = conn_info(self.id, &self.client_id, &self.io);
+                                        cx.handler.on_bind(&info, &mut cx.ctl);
+                                        cx.heartbeat(info);
                                     } else {
                                         self.close_inline(cx, 4002, "client id already in use", OfflineReason::Error);
                                     }
@@ -502,6 +686,19 @@ impl<T: PeerAddr> Session<T> {
                 }
             };
             if let Some(m) = app {
+                if let Some(f) = &mut cx.forwarding {
+                    let (binary, data) = match m {
+                        AppMessage::Text(t) => (false, t.as_bytes()),
+                        AppMessage::Binary(b) => (true, b),
+                    };
+                    f.push(crate::forward::Item::Message {
+                        id: self.client_id.clone(),
+                        conn: self.id,
+                        binary,
+                        data: data.into(),
+                        at_ms: cx.wall,
+                    });
+                }
                 if cx.cfg.echo {
                     m.encode(sink(&mut self.spill, &mut cx.out));
                     cx.metrics.messages_sent += 1;
@@ -509,7 +706,7 @@ impl<T: PeerAddr> Session<T> {
                 if cx.app_handler {
                     let info = conn_info(self.id, &self.client_id, &self.io);
                     cx.handler.on_message(&info, m, &mut cx.ctl);
-                } else if !cx.cfg.echo {
+                } else if !cx.cfg.echo && cx.forwarding.is_none() {
                     cx.metrics.messages_dropped += 1;
                 }
             }
@@ -526,6 +723,24 @@ impl<T: PeerAddr> Session<T> {
         after
     }
 
+    /// A text message `token JWT` was checked ([`gate::check_refresh`]):
+    /// the new `exp`, or the connection closes.
+    fn refreshed(&mut self, cx: &mut Context, checked: Result<u32, AuthFailure>) {
+        let failure = match checked {
+            Ok(exp) => {
+                // The timer armed for the old `exp` finds it moved and
+                // sleeps on.
+                self.exp = exp;
+                return;
+            }
+            Err(f) => f,
+        };
+        let (code, reason) = failure.close();
+        debug!("{}: token refresh refused: {reason}", self.peer());
+        cx.metrics.auth_failure(failure);
+        self.close_inline(cx, code, reason, OfflineReason::Error);
+    }
+
     /// The session's timer fired (the driver found it by the id the wheel
     /// handed out).
     pub fn on_timer(&mut self, cx: &mut Context) -> After {
@@ -534,6 +749,23 @@ impl<T: PeerAddr> Session<T> {
             Phase::Handshake => {
                 cx.metrics.reject(crate::metrics::RejectReason::HandshakeTimeout);
                 (OfflineReason::Error, "handshake timeout")
+            }
+            Phase::Authorizing if cx.now < self.connected_at() + cx.handshake_timeout => {
+                return self.on_authorized(cx, Verdict::Unavailable("no answer in time".into()));
+            }
+            Phase::Authorizing => {
+                cx.metrics.reject(crate::metrics::RejectReason::HandshakeTimeout);
+                (OfflineReason::Error, "handshake timeout while authorizing")
+            }
+            Phase::Open if self.exp != 0 && cx.wall >= u64::from(self.exp) * 1000 => {
+                info!(
+                    "closed {} ({}): token expired",
+                    self.client_id.as_deref().unwrap_or("-"),
+                    self.peer()
+                );
+                cx.metrics.auth_failure(AuthFailure::TokenExpired);
+                let (code, reason) = AuthFailure::TokenExpired.close();
+                return self.close(cx, code, reason, OfflineReason::Error);
             }
             Phase::Open => match cx.schedule.on_timer(cx.now, self.last_seen, self.next_beat) {
                 Due::Evict => {
@@ -568,7 +800,8 @@ impl<T: PeerAddr> Session<T> {
                             return after;
                         }
                     }
-                    self.arm(cx, wake_at);
+                    let at = self.expiry_within(cx, wake_at);
+                    self.arm(cx, at);
                     return After::Keep;
                 }
             },
@@ -653,7 +886,7 @@ impl<T: PeerAddr> Session<T> {
     pub fn shut_down(&mut self, cx: &mut Context) -> After {
         match self.phase {
             Phase::Open => self.close(cx, 1001, "server shutting down", OfflineReason::Shutdown),
-            Phase::Handshake => {
+            Phase::Handshake | Phase::Authorizing => {
                 self.gone(cx, OfflineReason::Shutdown, "shutting down");
                 After::Close(OfflineReason::Shutdown, "shutting down")
             }
