@@ -643,6 +643,10 @@ impl<T: PeerAddr> Session<T> {
                                     cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
                                 }
                                 Some(_) => {
+                                    if !matches!(cx.gate, Gate::Open) {
+                                        // The id was given by a token or the webhook.
+                                        cx.metrics.auth_failure(AuthFailure::IdMismatch);
+                                    }
                                     self.close_inline(cx, 1008, "client id mismatch", OfflineReason::Error);
                                 }
                                 None => {

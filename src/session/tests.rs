@@ -413,6 +413,7 @@ fn a_heartbeat_naming_another_id_than_sub_closes_1008() {
     let mut other = masked(OpCode::Text, b"heartbeat:dev-8");
     s.on_bytes(&mut cx, &mut other);
     assert_eq!(close_of(&cx.out), (1008, "client id mismatch".into()));
+    assert_eq!(auth_failures(&cx, crate::auth::AuthFailure::IdMismatch), 1);
 }
 
 /// What the webhook was asked; answers come from the test.

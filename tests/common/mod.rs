@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use wsbeat::protocol::frame::{self, OpCode};
 
 pub mod cluster;
+pub mod http;
+pub mod jwt;
 pub mod redis;
 
 /// Generous: tests wait for events, never for wall-clock speed.
