@@ -94,3 +94,144 @@ fn handler_sees_open_heartbeat_message_and_close() {
 }
 
 crate::also_with_two_loops!(handler_sees_open_heartbeat_message_and_close,);
+
+/// Every callback, in the order the loop made them.
+#[derive(Debug, PartialEq, Eq)]
+enum Call {
+    Open(Option<String>),
+    Bind(Option<String>),
+    Heartbeat(Option<String>),
+    Text(Option<String>, String),
+    Close(Option<String>, OfflineReason),
+}
+
+struct BindRecorder(mpsc::Sender<Call>);
+
+impl Handler for BindRecorder {
+    fn on_open(&mut self, conn: &ConnInfo<'_>, _ctl: &mut Control) {
+        self.0.send(Call::Open(id(conn))).unwrap();
+    }
+    fn on_bind(&mut self, conn: &ConnInfo<'_>, _ctl: &mut Control) {
+        self.0.send(Call::Bind(id(conn))).unwrap();
+    }
+    fn on_heartbeat(&mut self, conn: &ConnInfo<'_>, _ctl: &mut Control) {
+        self.0.send(Call::Heartbeat(id(conn))).unwrap();
+    }
+    fn on_message(&mut self, conn: &ConnInfo<'_>, msg: AppMessage<'_>, _ctl: &mut Control) {
+        if let AppMessage::Text(t) = msg {
+            self.0.send(Call::Text(id(conn), t.to_string())).unwrap();
+        }
+    }
+    fn on_close(&mut self, conn: &ConnInfo<'_>, reason: OfflineReason, _ctl: &mut Control) {
+        self.0.send(Call::Close(id(conn), reason)).unwrap();
+    }
+}
+
+/// `on_bind` comes once per connection that gets an id: right after
+/// `on_open` for `?client_id=`, right before `on_heartbeat` for the first
+/// heartbeat naming one; never without an id, never again for the same id.
+/// Each "no call here" is shown by the next call being a later one (the
+/// calls of one connection come in order), not by waiting for nothing.
+#[test]
+fn on_bind_is_called_once_when_the_id_is_bound() {
+    let (tx, rx) = mpsc::channel();
+    let server = wsbeat::Server::with_handler(
+        test_config(wsbeat::Config {
+            heartbeat_timeout: Duration::from_secs(30),
+            ..Default::default()
+        }),
+        BindRecorder(tx),
+    )
+    .unwrap();
+    let s = spawn_server(server);
+    let next = || rx.recv_timeout(DEADLINE).unwrap();
+    let some = |s: &str| Some(s.to_string());
+
+    // The id with the upgrade: open, then bind.
+    let mut q = Raw::open(s.addr, "/?client_id=bind-q");
+    assert_eq!(next(), Call::Open(some("bind-q")));
+    assert_eq!(next(), Call::Bind(some("bind-q")));
+    // A heartbeat naming the same id, and a plain one: no second bind.
+    q.send_frame(true, OpCode::Text, b"heartbeat:bind-q");
+    assert_eq!(next(), Call::Heartbeat(some("bind-q")));
+    q.send_frame(true, OpCode::Text, b"heartbeat");
+    assert_eq!(next(), Call::Heartbeat(some("bind-q")));
+    q.send_frame(true, OpCode::Text, b"after");
+    assert_eq!(next(), Call::Text(some("bind-q"), "after".into()));
+    q.send_frame(true, OpCode::Close, &1000u16.to_be_bytes());
+    assert_eq!(next(), Call::Close(some("bind-q"), OfflineReason::Closed));
+
+    // No id at all: heartbeats and messages, never a bind.
+    let mut anon = Raw::open(s.addr, "/");
+    assert_eq!(next(), Call::Open(None));
+    anon.send_frame(true, OpCode::Text, b"heartbeat");
+    assert_eq!(next(), Call::Heartbeat(None));
+    anon.send_frame(true, OpCode::Text, b"anonymous");
+    assert_eq!(next(), Call::Text(None, "anonymous".into()));
+    anon.send_frame(true, OpCode::Close, &1000u16.to_be_bytes());
+    assert_eq!(next(), Call::Close(None, OfflineReason::Closed));
+
+    // The id from the first heartbeat naming it: bind (with the id set),
+    // then that heartbeat; the same heartbeat again binds nothing.
+    let mut h = Raw::open(s.addr, "/");
+    assert_eq!(next(), Call::Open(None));
+    h.send_frame(true, OpCode::Text, b"before");
+    assert_eq!(next(), Call::Text(None, "before".into()));
+    h.send_frame(true, OpCode::Text, b"heartbeat:bind-h");
+    assert_eq!(next(), Call::Bind(some("bind-h")));
+    assert_eq!(next(), Call::Heartbeat(some("bind-h")));
+    h.send_frame(true, OpCode::Text, b"heartbeat:bind-h");
+    assert_eq!(next(), Call::Heartbeat(some("bind-h")));
+    h.send_frame(true, OpCode::Text, b"heartbeat");
+    assert_eq!(next(), Call::Heartbeat(some("bind-h")));
+    h.send_frame(true, OpCode::Text, b"named");
+    assert_eq!(next(), Call::Text(some("bind-h"), "named".into()));
+    h.send_frame(true, OpCode::Close, &1000u16.to_be_bytes());
+    assert_eq!(next(), Call::Close(some("bind-h"), OfflineReason::Closed));
+    assert_eq!(h.read_close(), 1000);
+}
+
+/// With `--duplicate-id reject`, a connection refused the id it asked for
+/// (in the query or a heartbeat) gets no `on_bind`; it is closed with 4002.
+#[test]
+fn on_bind_is_not_called_for_a_refused_id() {
+    let (tx, rx) = mpsc::channel();
+    let server = wsbeat::Server::with_handler(
+        test_config(wsbeat::Config {
+            heartbeat_timeout: Duration::from_secs(30),
+            duplicate_id: wsbeat::config::DuplicateId::Reject,
+            ..Default::default()
+        }),
+        BindRecorder(tx),
+    )
+    .unwrap();
+    let s = spawn_server(server);
+    let next = || rx.recv_timeout(DEADLINE).unwrap();
+    let some = |s: &str| Some(s.to_string());
+
+    let mut holder = Raw::open(s.addr, "/?client_id=bind-dup");
+    assert_eq!(next(), Call::Open(some("bind-dup")));
+    assert_eq!(next(), Call::Bind(some("bind-dup")));
+
+    // In the query: opened without the id, then closed.
+    let mut q = Raw::open(s.addr, "/?client_id=bind-dup");
+    assert_eq!(next(), Call::Open(None));
+    assert_eq!(next(), Call::Close(None, OfflineReason::Error));
+    assert_eq!(q.read_close_with_reason(), (4002, "client id already in use".into()));
+
+    // In a heartbeat: no bind, no heartbeat, closed.
+    let mut h = Raw::open(s.addr, "/");
+    assert_eq!(next(), Call::Open(None));
+    h.send_frame(true, OpCode::Text, b"heartbeat:bind-dup");
+    assert_eq!(next(), Call::Close(None, OfflineReason::Error));
+    assert_eq!(h.read_close(), 4002);
+
+    // The holder keeps it, bound once.
+    holder.send_frame(true, OpCode::Text, b"still mine");
+    assert_eq!(next(), Call::Text(some("bind-dup"), "still mine".into()));
+}
+
+crate::also_with_two_loops!(
+    on_bind_is_called_once_when_the_id_is_bound,
+    on_bind_is_not_called_for_a_refused_id,
+);

@@ -75,6 +75,9 @@ pub(crate) fn outcome(status: u16) -> Outcome {
     }
 }
 
+/// The longest wait between attempts once a stop was asked for.
+const STOP_RETRY: Duration = Duration::from_millis(100);
+
 /// Exponential backoff from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], ±20% so
 /// that nodes restarted together do not retry in step.
 pub(crate) struct Backoff {
@@ -242,8 +245,13 @@ impl Sender {
                 }
             }
             // The backoff: woken early only by stop(), bounded by its deadline.
-            let until = Instant::now() + self.backoff.delay(clock_seed());
+            let mut until = Instant::now() + self.backoff.delay(clock_seed());
             loop {
+                if st.stop_by.is_some() {
+                    // Stopping: what is left gets retried before the deadline
+                    // rather than after a backoff that may outlast it.
+                    until = until.min(Instant::now() + STOP_RETRY);
+                }
                 let limit = st.stop_by.map_or(until, |by| by.min(until));
                 let now = Instant::now();
                 if now >= limit {
