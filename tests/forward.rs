@@ -1104,3 +1104,35 @@ crate::also_with_two_loops!(
     a_flood_travels_in_batches_of_at_most_1000_exactly_once_in_order,
     backend_errors_are_retried_without_loss_or_reordering,
 );
+
+/// With the backend down, a graceful stop takes no longer than
+/// `--shutdown-timeout` in all (the forwarder gets what is left of it), and a
+/// second signal ends the process at once, dropping what could not be sent.
+#[test]
+fn a_down_backend_never_holds_shutdown_past_its_timeout() {
+    let backend = Backend::start(|_| Reply::status(503));
+    for second_signal in [false, true] {
+        let mut p = start_forwarding_binary(&backend.url(), &["--shutdown-timeout", "3s"]);
+        let mut c = client(p.addr, "?client_id=fw-stuck");
+        send_numbered(&mut c, "s", 0..10);
+        wait_until("a failed request", || metric(p.admin, ERRORS) >= 1);
+        drop(c);
+        let t = Instant::now();
+        signal_term(&p);
+        if second_signal {
+            // The first signal is under way once the listener has closed.
+            wait_until("the listener closed", || std::net::TcpStream::connect(p.addr).is_err());
+            signal_term(&p);
+        }
+        assert_eq!(wait_exit(&mut p), Some(0));
+        let took = t.elapsed();
+        let bound = if second_signal { 1.5 } else { 3.0 + 1.5 };
+        assert!(
+            took.as_secs_f64() < bound,
+            "second signal {second_signal}: exited after {took:?}"
+        );
+        if !second_signal {
+            assert!(took >= Duration::from_millis(2500), "gave up early: {took:?}");
+        }
+    }
+}

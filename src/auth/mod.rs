@@ -37,8 +37,9 @@ pub enum AuthFailure {
     Audience,
     /// A `?client_id=`, heartbeat id or refreshed token naming another id.
     IdMismatch,
-    /// A refresh whose `exp` comes before the current token's.
-    RefreshEarlier,
+    /// A refresh whose `exp` is not later than the current token's (each
+    /// refresh costs a signature check: one token is accepted once).
+    RefreshNotLater,
     /// The token's `exp` passed without a refresh (the session's timer).
     TokenExpired,
     /// The webhook answered 401.
@@ -66,7 +67,7 @@ impl AuthFailure {
         AuthFailure::Issuer,
         AuthFailure::Audience,
         AuthFailure::IdMismatch,
-        AuthFailure::RefreshEarlier,
+        AuthFailure::RefreshNotLater,
         AuthFailure::TokenExpired,
         AuthFailure::WebhookUnauthorized,
         AuthFailure::WebhookForbidden,
@@ -90,7 +91,7 @@ impl AuthFailure {
             AuthFailure::Issuer => "issuer",
             AuthFailure::Audience => "audience",
             AuthFailure::IdMismatch => "id_mismatch",
-            AuthFailure::RefreshEarlier => "refresh_earlier",
+            AuthFailure::RefreshNotLater => "refresh_not_later",
             AuthFailure::TokenExpired => "token_expired",
             AuthFailure::WebhookUnauthorized => "webhook_unauthorized",
             AuthFailure::WebhookForbidden => "webhook_forbidden",
@@ -116,7 +117,7 @@ impl AuthFailure {
             AuthFailure::Issuer => (4401, "unauthorized: wrong issuer"),
             AuthFailure::Audience => (4401, "unauthorized: wrong audience"),
             AuthFailure::IdMismatch => (1008, "client id mismatch"),
-            AuthFailure::RefreshEarlier => (4401, "unauthorized: refreshed token expires earlier"),
+            AuthFailure::RefreshNotLater => (4401, "unauthorized: refreshed token does not expire later"),
             AuthFailure::TokenExpired => (4401, "token expired"),
             AuthFailure::WebhookUnauthorized => (4401, "unauthorized: refused by the auth webhook"),
             AuthFailure::WebhookForbidden => (4403, "forbidden"),

@@ -164,6 +164,18 @@ impl Webhook {
         Ok(())
     }
 
+    /// Drops `conn`'s call if it is still queued (its connection is gone:
+    /// a client that opens and closes at once must not spend the queue).
+    /// A call already under way finishes; its verdict finds no one.
+    pub fn cancel(&self, conn: ConnId) {
+        let dropped = {
+            let mut st = lock(&self.shared.state);
+            let at = st.pending.iter().position(|j| j.conn == conn);
+            at.and_then(|i| st.pending.remove(i))
+        };
+        drop(dropped);
+    }
+
     /// Ends the threads (calls in flight finish within the timeout; queued
     /// ones are dropped unanswered). Does not wait for them; once it
     /// returns, no verdict is delivered any more.
@@ -770,6 +782,30 @@ mod tests {
             rx.recv_timeout(WAIT).unwrap(),
             (conn(4), Verdict::Accept("dev-1".into()))
         );
+    }
+
+    #[test]
+    fn a_cancelled_call_is_not_made_and_frees_its_place() {
+        let (release, hold) = mpsc::channel::<()>();
+        let mut a = answer(200, r#"{"id":"dev-1"}"#);
+        a.hold = Some(Arc::new(Mutex::new(hold)));
+        let backend = Backend::start(a);
+        let mut s = settings(backend.url("/"));
+        s.concurrency = 1;
+        s.queue = 1;
+        let (hook, rx) = start(&s);
+        hook.submit(conn(1), WebhookRequest::default()).unwrap();
+        backend.next(); // in flight, held
+        hook.submit(conn(2), WebhookRequest::default()).unwrap(); // queued
+        hook.cancel(conn(2));
+        hook.cancel(conn(9)); // not there: nothing happens
+        // Its place is free again.
+        hook.submit(conn(3), WebhookRequest::default()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().0, conn(1));
+        backend.next();
+        release.send(()).unwrap();
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().0, conn(3), "conn 2 was never asked for");
     }
 
     #[test]

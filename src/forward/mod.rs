@@ -208,17 +208,27 @@ impl Forwarder {
         }
     }
 
+    /// Starts stopping without waiting: what is buffered is sent (retried
+    /// without long backoffs) until `deadline`, then the thread ends. Pushes
+    /// are still taken until it has ended. A later deadline than one already
+    /// set changes nothing.
+    pub fn finish_by(&self, deadline: Instant) {
+        let mut st = lock(&self.shared.state);
+        if st.stop_by.is_none_or(|by| deadline < by) {
+            st.stop_by = Some(deadline);
+        }
+        drop(st);
+        self.shared.wake.notify_all();
+    }
+
     /// Sends what is buffered for up to `within`, then ends the thread.
     /// What is left then is dropped (and counted). A request still in flight
     /// at the deadline is not waited for: the thread ends after it, on its
     /// own. A second call returns at once (or shortens the deadline).
     pub fn stop(&self, within: Duration) {
         let deadline = Instant::now() + within.min(MAX_STOP_WITHIN);
+        self.finish_by(deadline);
         let mut st = lock(&self.shared.state);
-        if st.stop_by.is_none_or(|by| deadline < by) {
-            st.stop_by = Some(deadline);
-        }
-        self.shared.wake.notify_all();
         let mut finished = false;
         loop {
             if st.done {

@@ -40,20 +40,20 @@ struct Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         self.shared.loops[self.index].stopped.store(true, Ordering::Release);
-        if let Some(cluster) = &self.shared.cluster
-            && self.shared.loops.iter().all(|l| l.stopped.load(Ordering::Acquire))
-        {
-            // The last loop out: the shutdown's offline events go to Redis,
-            // and this node leaves the cluster.
-            cluster.stop();
-        }
-        if self.shared.loops.iter().all(|l| l.stopped.load(Ordering::Acquire)) {
+        // One count, so that of two loops stopping at once exactly one is last.
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(cluster) = &self.shared.cluster {
+                // The shutdown's offline events go to Redis, and this node
+                // leaves the cluster.
+                cluster.stop();
+            }
             if let Some(w) = &self.shared.webhook {
                 w.stop();
             }
             if let Some(f) = &self.shared.forwarder {
-                // The last messages and offline events get their chance.
-                f.stop(self.shared.forward_flush);
+                // The last messages and offline events get what is left of
+                // the shutdown's time (none after a second signal).
+                f.stop(self.shared.time_to_flush());
             }
         }
         if self.index == 0 {
@@ -204,7 +204,12 @@ impl EventLoop {
                     self.publish_events();
                     self.admin.shut_down();
                 }
-                let drained = self.conns.table.is_empty() && self.admin.is_empty() && others_stopped;
+                let served = self.conns.table.is_empty() && self.admin.is_empty() && others_stopped;
+                if served && let Some(f) = &self.shared().forwarder {
+                    // Nothing more will be pushed: the forwarder hurries.
+                    f.finish_by(self.start + Duration::from_millis(deadline));
+                }
+                let drained = served && !self.forwarding();
                 if self.exit_now || now >= deadline || drained {
                     if !self.conns.table.is_empty() {
                         warn!(
@@ -242,14 +247,29 @@ impl EventLoop {
         self.conns.cx.tick(now, wall);
     }
 
+    /// Loop 0, shutting down: the forwarder still holds messages or events.
+    /// The loop stays (and keeps taking signals: a second one ends the
+    /// wait) until they are delivered or the shutdown's time is up.
+    fn forwarding(&self) -> bool {
+        self.index == 0
+            && self
+                .shared()
+                .forwarder
+                .as_ref()
+                .is_some_and(|f| f.stats().buffered_bytes > 0)
+    }
+
     /// The earliest deadline of any kind: sessions, admin connections, an
-    /// accept retry, the shutdown.
+    /// accept retry, the shutdown (and, while it waits for the forwarder,
+    /// a look at it every 20 ms).
     fn next_deadline(&self) -> Option<u64> {
+        let forwarder_check = (self.shutdown_at.is_some() && self.forwarding()).then(|| self.conns.cx.now() + 20);
         [
             self.conns.cx.timers.next_expiry(),
             self.admin.next_expiry(),
             self.acceptor.as_ref().and_then(|a| a.retry_at),
             self.shutdown_at,
+            forwarder_check,
         ]
         .into_iter()
         .flatten()
@@ -405,6 +425,7 @@ impl EventLoop {
         if self.shutdown_at.is_some() {
             warn!("second shutdown request: stopping now");
             self.exit_now = true;
+            self.shared().flush_until(Instant::now());
             return;
         }
         let open = self.conns.table.len();
@@ -414,6 +435,9 @@ impl EventLoop {
         }
         debug!("loop {}: closing {open} connections", self.index);
         self.shutdown_at = Some(self.conns.cx.now() + ms(timeout));
+        if self.index == 0 {
+            self.shared().flush_until(Instant::now() + timeout);
+        }
         // Stop accepting: closing the listeners refuses new connections.
         self.acceptor = None;
         self.admin_listener = None;

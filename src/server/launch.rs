@@ -257,6 +257,8 @@ impl Server {
             webhook: webhook.clone(),
             forwarder,
             forward_flush: cfg.shutdown_timeout,
+            flush_by: Mutex::new(None),
+            running: AtomicUsize::new(n),
         });
         if let Some(c) = &shared.cluster {
             c.start(Arc::new(ServerNode {

@@ -111,8 +111,13 @@ pub(super) struct Shared {
     /// Where client messages and presence changes go (`--forward`).
     pub forwarder: Option<crate::forward::Forwarder>,
     /// How long the forwarder may try to deliver what is left once every
-    /// loop has stopped (`--shutdown-timeout`).
+    /// loop has stopped, when no shutdown set a deadline (`--shutdown-timeout`).
     pub forward_flush: Duration,
+    /// The end of the shutdown under way, for the forwarder's last flush.
+    pub flush_by: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Loops whose `run` has not returned; the one that brings it to 0 stops
+    /// the helper threads.
+    pub running: AtomicUsize,
 }
 
 impl LoopLink {
@@ -138,6 +143,20 @@ impl LoopLink {
 }
 
 impl Shared {
+    /// The shutdown must end by `t` (a second signal: now).
+    pub fn flush_until(&self, t: std::time::Instant) {
+        let mut by = self.flush_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *by = Some(by.map_or(t, |old| old.min(t)));
+    }
+
+    /// What is left of the shutdown's time for the forwarder's last flush.
+    pub fn time_to_flush(&self) -> Duration {
+        let by = *self.flush_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        by.map_or(self.forward_flush, |t| {
+            t.saturating_duration_since(std::time::Instant::now())
+        })
+    }
+
     /// Sends `msg` to loop `to` and wakes it. False when it has stopped
     /// (the message was not queued).
     pub fn send(&self, to: usize, msg: LoopMsg) -> bool {

@@ -14,11 +14,17 @@ use crate::presence::ConnId;
 /// Sends an upgrade to the backend for a decision, without waiting.
 pub trait AskBackend: Send + Sync {
     fn ask(&self, conn: ConnId, req: WebhookRequest) -> Result<(), QueueFull>;
+    /// The connection is gone: its call, if not made yet, is not wanted.
+    fn cancel(&self, conn: ConnId);
 }
 
 impl AskBackend for Webhook {
     fn ask(&self, conn: ConnId, req: WebhookRequest) -> Result<(), QueueFull> {
         self.submit(conn, req)
+    }
+
+    fn cancel(&self, conn: ConnId) {
+        self.cancel(conn);
     }
 }
 
@@ -57,7 +63,9 @@ pub(super) fn check(
 }
 
 /// Checks a refresh (`token JWT`) of a session holding `id` until `exp`:
-/// the same `sub`, and an `exp` no earlier. The new `exp`, as kept.
+/// before `exp`, the same `sub`, and a later `exp` (so that resending one
+/// token cannot make the loop check its signature over and over). The new
+/// `exp`, as kept.
 pub(super) fn check_refresh(
     gate: &Gate,
     token: &str,
@@ -68,6 +76,10 @@ pub(super) fn check_refresh(
     let Gate::Jwt(verifier) = gate else {
         return Err(AuthFailure::Malformed);
     };
+    if now_ms >= u64::from(exp) * 1000 {
+        // Read in the turn its timer was due: too late all the same.
+        return Err(AuthFailure::TokenExpired);
+    }
     if token.is_empty() {
         return Err(AuthFailure::Missing);
     }
@@ -76,8 +88,8 @@ pub(super) fn check_refresh(
         return Err(AuthFailure::IdMismatch);
     }
     let new = exp_u32(claims.exp);
-    if new < exp {
-        return Err(AuthFailure::RefreshEarlier);
+    if new <= exp {
+        return Err(AuthFailure::RefreshNotLater);
     }
     Ok(new)
 }

@@ -246,7 +246,10 @@ impl<T: PeerAddr> Session<T> {
     /// frame or message, an incomplete upgrade request).
     pub fn buffered_bytes(&self) -> usize {
         let spill = self.spill.as_ref().map_or(0, |s| {
-            std::mem::size_of::<Spill>() + s.out.capacity() + s.handshake.capacity()
+            let pending = s.pending.as_ref().map_or(0, |p| {
+                std::mem::size_of::<Pending>() + p.accept.capacity() + p.client_id.as_ref().map_or(0, |c| c.len())
+            });
+            std::mem::size_of::<Spill>() + s.out.capacity() + s.handshake.capacity() + pending
         });
         spill + self.decoder.heap_bytes()
     }
@@ -331,6 +334,9 @@ impl<T: PeerAddr> Session<T> {
         if let Some(key) = self.timer.take() {
             cx.timers.cancel(key);
         }
+        if self.phase == Phase::Authorizing {
+            self.forget_authorization(cx);
+        }
         match reason {
             OfflineReason::Backpressure => info!(
                 "dropped {} ({}): backpressure",
@@ -388,6 +394,8 @@ impl<T: PeerAddr> Session<T> {
                 // (RFC 6455 §4.1); a little is kept, not more.
                 if s.handshake.len() + data.len() > handshake::MAX_HEADER_BYTES {
                     s.pending = None;
+                    s.handshake = Vec::new();
+                    self.forget_authorization(cx);
                     self.refuse_request(
                         cx,
                         Rejection {
@@ -402,6 +410,14 @@ impl<T: PeerAddr> Session<T> {
             }
             Phase::Open | Phase::Closing => self.on_frames(cx, data),
             Phase::CloseAfterFlush | Phase::Failing { .. } => After::Keep,
+        }
+    }
+
+    /// The session stops waiting for the webhook other than by its answer:
+    /// the call, if still queued, is not made.
+    fn forget_authorization(&self, cx: &Context) {
+        if let Gate::Webhook(backend, _) = &cx.gate {
+            backend.cancel(self.id);
         }
     }
 
@@ -492,6 +508,8 @@ impl<T: PeerAddr> Session<T> {
                 let (code, reason) = failure.close();
                 debug!("{}: {reason}", self.peer());
                 cx.metrics.auth_failure(failure);
+                // Counted as close_inline counts it (1008 for a mismatch).
+                cx.metrics.protocol_error(code);
                 frame::encode_close(&mut cx.out, code, reason);
                 self.phase = Phase::Closing;
                 let at = cx.now + cx.close_timeout;

@@ -324,12 +324,17 @@ fn a_valid_token_binds_its_sub_and_the_session_closes_at_exp() {
 fn a_refresh_moves_exp_and_a_bad_one_closes() {
     let exp = WALL0 / 1000 + 100;
     let later = exp + 100;
-    let cases: [(String, Option<(u16, &str)>); 5] = [
+    let cases: [(String, Option<(u16, &str)>); 6] = [
         (token_for("dev-7", later), None),
+        // The same token again: each refresh costs a signature check.
+        (
+            token_for("dev-7", exp),
+            Some((4401, "unauthorized: refreshed token does not expire later")),
+        ),
         (token_for("dev-8", later), Some((1008, "client id mismatch"))),
         (
             token_for("dev-7", exp - 10),
-            Some((4401, "unauthorized: refreshed token expires earlier")),
+            Some((4401, "unauthorized: refreshed token does not expire later")),
         ),
         ("not.a.token".into(), Some((4401, "unauthorized: malformed token"))),
         (String::new(), Some((4401, "unauthorized: missing token"))),
@@ -359,6 +364,25 @@ fn a_refresh_moves_exp_and_a_bad_one_closes() {
             }
         }
     }
+}
+
+#[test]
+fn a_refresh_read_after_exp_is_too_late() {
+    let (mut cx, _) = jwt_context();
+    let mut s = Session::accept((), ConnId::new(0, 0, 0), &mut cx);
+    let exp = WALL0 / 1000 + 100;
+    let mut req = request(&format!("/?token={}", token_for("dev-7", exp)));
+    s.on_bytes(&mut cx, &mut req);
+    cx.out.clear();
+    // Read in the turn the timer is due, before the timers run.
+    cx.tick(100_000, WALL0 + 100_000);
+    let mut msg = masked(
+        OpCode::Text,
+        format!("token {}", token_for("dev-7", exp + 100)).as_bytes(),
+    );
+    s.on_bytes(&mut cx, &mut msg);
+    assert_eq!(close_of(&cx.out), (4401, "token expired".into()));
+    assert_eq!(auth_failures(&cx, crate::auth::AuthFailure::TokenExpired), 1);
 }
 
 #[test]
@@ -434,6 +458,10 @@ impl AskBackend for Asked {
         }
         self.calls.lock().unwrap().push((conn, req));
         Ok(())
+    }
+
+    fn cancel(&self, conn: ConnId) {
+        self.calls.lock().unwrap().retain(|(c, _)| *c != conn);
     }
 }
 
@@ -544,7 +572,7 @@ fn a_full_webhook_queue_is_a_503_and_the_handshake_timeout_still_holds() {
 
 #[test]
 fn too_much_early_data_while_authorizing_is_refused() {
-    let (mut cx, _, _) = webhook_context(2000);
+    let (mut cx, _, asked) = webhook_context(2000);
     let mut s = Session::accept((), ConnId::new(0, 0, 0), &mut cx);
     let mut req = request("/");
     s.on_bytes(&mut cx, &mut req);
@@ -552,6 +580,11 @@ fn too_much_early_data_while_authorizing_is_refused() {
     assert_eq!(s.on_bytes(&mut cx, &mut flood), After::Keep);
     assert!(cx.out.starts_with(b"HTTP/1.1 400 "));
     assert!(matches!(s.phase(), Phase::Failing { .. }));
+    assert_eq!(s.buffered_bytes(), 0, "nothing kept while failing");
+    assert!(
+        asked.calls.lock().unwrap().is_empty(),
+        "the call is not wanted any more"
+    );
     cx.out.clear();
     // Its verdict, arriving later, is ignored.
     assert_eq!(s.on_authorized(&mut cx, Verdict::Accept("x".into())), After::Keep);
