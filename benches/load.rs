@@ -42,6 +42,8 @@
 
 #[path = "load/generator.rs"]
 mod generator;
+#[path = "load/machine.rs"]
+mod machine;
 #[path = "load/peer.rs"]
 mod peer;
 #[path = "load/procs.rs"]
@@ -49,11 +51,12 @@ mod procs;
 
 use std::env;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use generator::{Gen, Mode};
+use machine::{clock_ticks_per_sec, cpu_count, cpu_model, cpus_allowed, group, has_program, kernel, mem_total_mib};
 use procs::{Kind, Launch, Server};
 
 /// Descriptors kept free under the hard limit in the `max` idle scenario.
@@ -78,45 +81,13 @@ fn main() -> ExitCode {
         println!("load: skipped (run it with `cargo bench --bench load`)");
         return ExitCode::SUCCESS;
     }
-    if pinning_wanted() && env::var_os("LOAD_GENERATOR_PINNED").is_none() {
-        return reexec_pinned(&args);
+    if let Some(code) = machine::run_pinned("LOAD", GENERATOR_CPU, &args) {
+        return code;
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\nload bench FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn pinning_wanted() -> bool {
-    env::var("LOAD_PIN").map_or(true, |v| v != "0") && has_program("taskset") && cpu_count() >= 2
-}
-
-/// Runs this same bench under `taskset -c 1` and returns its exit status.
-fn reexec_pinned(args: &[String]) -> ExitCode {
-    let exe = match env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("load: current_exe: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let status = Command::new("taskset")
-        .args(["-c", GENERATOR_CPU])
-        .arg(exe)
-        .args(&args[1..])
-        .env("LOAD_GENERATOR_PINNED", "1")
-        .status();
-    match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => {
-            eprintln!("load: generator process {s}");
-            ExitCode::from(s.code().map_or(1, |c| c.clamp(1, 255) as u8))
-        }
-        Err(e) => {
-            eprintln!("load: taskset: {e}");
             ExitCode::FAILURE
         }
     }
@@ -206,19 +177,12 @@ type Measured = Vec<(&'static str, usize, f64)>;
 
 fn run() -> Result<(), String> {
     let started = Instant::now();
-    let (_, hard) = rlimit::Resource::NOFILE.get().map_err(|e| format!("getrlimit: {e}"))?;
-    rlimit::Resource::NOFILE
-        .set(hard, hard)
-        .map_err(|e| format!("raising RLIMIT_NOFILE to {hard}: {e}"))?;
+    let hard = machine::raise_nofile()?;
     let max_n = hard.saturating_sub(FD_MARGIN).min(1_000_000) as usize;
     let cfg = config(max_n)?;
 
     let built_bin = PathBuf::from(env!("CARGO_BIN_EXE_wsbeat"));
-    let target_dir = built_bin
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot find the target directory")?
-        .to_path_buf();
+    let target_dir = machine::target_dir(&built_bin)?;
     // Another build of wsbeat (e.g. the commit before a change) in its place.
     let wsbeat_bin = env::var_os("LOAD_WSBEAT_BIN").map_or(built_bin, PathBuf::from);
     let log_dir = target_dir.join("load-bench-logs");
@@ -476,76 +440,4 @@ fn render(
         clk_tck
     );
     s
-}
-
-/// `1234567.8` → `1,234,568` (with `decimals` places).
-fn group(v: f64, decimals: usize) -> String {
-    let text = format!("{v:.decimals$}");
-    let (int, frac) = text
-        .split_once('.')
-        .map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
-    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    match frac {
-        Some(f) => format!("{sign}{out}.{f}"),
-        None => format!("{sign}{out}"),
-    }
-}
-
-fn has_program(name: &str) -> bool {
-    env::var_os("PATH").is_some_and(|p| env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|&t| t > 0.0)
-        .unwrap_or(100.0)
-}
-
-fn cpu_count() -> usize {
-    let s = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    s.lines().filter(|l| l.starts_with("processor")).count().max(1)
-}
-
-fn cpu_model() -> String {
-    let s = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn mem_total_mib() -> u64 {
-    let s = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
-fn kernel() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|v| format!("Linux {}", v.trim()))
-        .unwrap_or_else(|_| "Linux".into())
-}
-
-fn cpus_allowed(pid: &str) -> String {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| "?".into())
 }

@@ -68,6 +68,9 @@ pub struct Stats {
     pub echoes: u64,
     /// Round-trip times in nanoseconds, one per echo.
     pub rtt_ns: Vec<u64>,
+    /// When the last recorded echo arrived.
+    #[allow(dead_code)] // read by benches/auth.rs only
+    pub last_echo: Option<Instant>,
 }
 
 /// State shared by all connections.
@@ -80,6 +83,29 @@ struct Shared {
     recording: bool,
     stats: Stats,
     opened: usize,
+    /// Echo messages that may still be sent; `None`: no limit (see
+    /// `Gen::set_send_budget`).
+    budget: Option<u64>,
+    /// The query of connection i's upgrade request, instead of
+    /// `client_id=load-{i}` (see `Gen::set_queries`).
+    queries: Option<Vec<String>>,
+}
+
+impl Shared {
+    /// Whether one more echo message may be sent; counts it if so.
+    fn take_send(&mut self) -> bool {
+        if !self.sending {
+            return false;
+        }
+        match &mut self.budget {
+            None => true,
+            Some(0) => false,
+            Some(b) => {
+                *b -= 1;
+                true
+            }
+        }
+    }
 }
 
 pub struct Gen {
@@ -113,6 +139,8 @@ impl Gen {
                 recording: false,
                 stats: Stats::default(),
                 opened: 0,
+                budget: None,
+                queries: None,
             },
             scratch: vec![0; 64 * 1024],
             last_alive_check: Instant::now(),
@@ -152,6 +180,64 @@ impl Gen {
     pub fn run_for(&mut self, d: Duration, srv: &mut Server) -> Result<(), String> {
         let end = Instant::now() + d;
         while Instant::now() < end {
+            self.step(srv)?;
+        }
+        Ok(())
+    }
+
+    /// Connection i's upgrade request asks for `/?{queries[i]}` instead of
+    /// `/?client_id=load-{i}` (e.g. `token=JWT`); connections past the end
+    /// of `queries` fail. Call before `ramp`.
+    #[allow(dead_code)] // used by benches/auth.rs only
+    pub fn set_queries(&mut self, queries: Vec<String>) {
+        self.sh.queries = Some(queries);
+    }
+
+    /// Echo mode: at most `n` more echo messages are sent in all, from now
+    /// on (`None`: no limit, the default). `Some(0)` before `ramp` opens the
+    /// connections without sending; `burst` then starts the traffic.
+    #[allow(dead_code)] // used by benches/auth.rs only
+    pub fn set_send_budget(&mut self, n: Option<u64>) {
+        self.sh.budget = n;
+    }
+
+    /// Echo mode: sets the send budget to `n` and fills every open
+    /// connection's window (`in_flight` messages, the budget permitting);
+    /// each echo then sends the next message until the budget is spent.
+    #[allow(dead_code)] // used by benches/auth.rs only
+    pub fn burst(&mut self, n: u64, srv: &mut Server) -> Result<(), String> {
+        let Mode::Echo { in_flight } = self.sh.mode else {
+            return Err("burst needs echo mode".into());
+        };
+        self.sh.budget = Some(n);
+        self.sh.sending = true;
+        let now = Instant::now();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if c.st != St::Open {
+                continue;
+            }
+            while c.sent_at.len() < in_flight && self.sh.take_send() {
+                c.wbuf.extend_from_slice(&self.sh.echo_frame);
+                c.sent_at.push_back(now);
+            }
+            flush(c).map_err(|e| format!("{}: connection {i}: {e}", srv.kind.label()))?;
+        }
+        Ok(())
+    }
+
+    /// Serves the connections until `echoes` echoes were recorded since
+    /// `start_recording`; fails after `timeout`.
+    #[allow(dead_code)] // used by benches/auth.rs only
+    pub fn run_until_echoes(&mut self, echoes: u64, timeout: Duration, srv: &mut Server) -> Result<(), String> {
+        let end = Instant::now() + timeout;
+        while self.sh.stats.echoes < echoes {
+            if Instant::now() > end {
+                return Err(format!(
+                    "{}: {} of {echoes} echoes after {timeout:?}",
+                    srv.kind.label(),
+                    self.sh.stats.echoes
+                ));
+            }
             self.step(srv)?;
         }
         Ok(())
@@ -258,9 +344,17 @@ fn handle(
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => return Err(format!("connect failed: {e}")),
         }
+        let mut sink = Utf8Sink(&mut c.wbuf);
+        let _ = match &sh.queries {
+            None => write!(sink, "GET /?client_id=load-{i} HTTP/1.1\r\n"),
+            Some(q) => match q.get(i) {
+                Some(q) => write!(sink, "GET /?{q} HTTP/1.1\r\n"),
+                None => return Err(format!("no query for connection {i} ({} given)", q.len())),
+            },
+        };
         let _ = write!(
-            Utf8Sink(&mut c.wbuf),
-            "GET /?client_id=load-{i} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            sink,
+            "Host: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             sh.port
         );
@@ -319,13 +413,15 @@ fn on_data(c: &mut Conn, sh: &mut Shared, data: &[u8], now: Instant) -> Result<(
         sh.opened += 1;
         match sh.mode {
             Mode::Idle => c.wbuf.extend_from_slice(&sh.heartbeat),
-            Mode::Echo { in_flight } if sh.sending => {
+            Mode::Echo { in_flight } => {
                 for _ in 0..in_flight {
+                    if !sh.take_send() {
+                        break;
+                    }
                     c.wbuf.extend_from_slice(&sh.echo_frame);
                     c.sent_at.push_back(now);
                 }
             }
-            Mode::Echo { .. } => {}
         }
         let rest = c.rbuf.split_off(end + 4);
         c.rbuf = Vec::new();
@@ -399,8 +495,9 @@ fn on_message(c: &mut Conn, sh: &mut Shared, payload: &[u8], now: Instant) -> Re
             if sh.recording {
                 sh.stats.echoes += 1;
                 sh.stats.rtt_ns.push(now.duration_since(sent).as_nanos() as u64);
+                sh.stats.last_echo = Some(now);
             }
-            if sh.sending {
+            if sh.take_send() {
                 c.wbuf.extend_from_slice(&sh.echo_frame);
                 c.sent_at.push_back(now);
             }

@@ -43,6 +43,15 @@ pub struct Launch {
     pub log_dir: PathBuf,
 }
 
+/// What a wsbeat server gets beyond the flags of `Server::start`.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// `--admin-listen` (instead of `127.0.0.1:0`), to reach its admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// Appended to the command line, e.g. `--auth-jwt-secret S`.
+    pub args: Vec<String>,
+}
+
 /// A running server. Dropping it kills the process (SIGKILL) and reaps it.
 pub struct Server {
     pub kind: Kind,
@@ -58,12 +67,20 @@ impl Server {
     /// TCP connections. `tag` names its log file.
     /// `threads`: wsbeat's `--threads` (ignored for the peer).
     pub fn start(l: &Launch, kind: Kind, tag: &str, threads: usize) -> Result<Server, String> {
+        Server::start_with(l, kind, tag, threads, &Opts::default())
+    }
+
+    /// `start`, with `opts` for a wsbeat server (ignored for the peer).
+    pub fn start_with(l: &Launch, kind: Kind, tag: &str, threads: usize, opts: &Opts) -> Result<Server, String> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = l.log_dir.join(format!("{}-{tag}.log", kind.label()));
         let logf = fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let logf2 = logf.try_clone().map_err(|e| format!("log file: {e}"))?;
 
+        let admin = opts
+            .admin_listen
+            .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
         let (prog, args): (&Path, Vec<String>) = match kind {
             Kind::Wsbeat => (
                 &l.wsbeat_bin,
@@ -71,7 +88,7 @@ impl Server {
                     "--listen",
                     &addr.to_string(),
                     "--admin-listen",
-                    "127.0.0.1:0",
+                    &admin,
                     "--echo",
                     "--max-connections",
                     "100000",
@@ -83,7 +100,9 @@ impl Server {
                     &threads.to_string(),
                 ]
                 .map(String::from)
-                .to_vec(),
+                .into_iter()
+                .chain(opts.args.iter().cloned())
+                .collect(),
             ),
             Kind::Peer => (&l.self_exe, vec!["--peer-server".into(), port.to_string()]),
         };
@@ -234,7 +253,7 @@ fn status_field_kib(status: &str, key: &str) -> Option<u64> {
 }
 
 /// A port that was free a moment ago (the server binds it right after).
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
