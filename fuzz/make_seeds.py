@@ -222,6 +222,17 @@ SEEDS = {
         "jwt-bad-signature": policy(jwt=True) + reads(256) + request(b"/?token=" + jwt({"sub": "a", "exp": EXP_2100}, secret=b"x")),
         "jwt-missing": policy(jwt=True) + reads(256) + request(b"/?client_id=a") + RFC_HELLO,
         "jwt-client-id-mismatch": policy(jwt=True) + reads(256) + request(b"/?client_id=a&token=" + TOKEN),
+        # Bits 6 and 7: the auth webhook; bits 0-1 its verdict (also the path policy).
+        "webhook-accepts-early-frames-after": bytes([0xC0 | 3 << 4])
+        + reads(9, 256)
+        + request(b"/?client_id=device-42")
+        + frame(TEXT, b"heartbeat:device-42")
+        + frame(PING, b"early")
+        + CLOSE_1000,
+        "webhook-refuses": bytes([0xC1 | 3 << 4]) + reads(256) + request() + RFC_HELLO,
+        "webhook-fails": bytes([0xC2 | 3 << 4]) + reads(256) + request(b"/ws?client_id=x"),
+        "webhook-never-answers": bytes([0xC3 | 3 << 4]) + reads(256) + request(b"/chat"),
+        "webhook-too-much-early-data": bytes([0xC0 | 3 << 4]) + reads(256) + request() + frame(BINARY, bytes(9000)),
     },
     "admin_http": {
         "get-clients-limit": bytes([255]) + b"GET /clients?limit=2 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer secret\r\n\r\n",

@@ -8,14 +8,17 @@
 //!
 //! Input layout:
 //!   byte 0      bits 0-1 path and bits 2-3 allowed origins, as in the handshake target; bits
-//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 JWT auth (HS256, secret
-//!               `fuzz-secret`: tokens in `?token=` and `token JWT` refreshes); bit 7 --liveness
-//!               heartbeat
+//!               4-5 max_message_size: 125, 4096, 65536 or 1 MiB; bit 6 alone JWT auth (HS256,
+//!               secret `fuzz-secret`: tokens in `?token=` and `token JWT` refreshes); bit 7 alone
+//!               --liveness heartbeat; bits 6 and 7 the auth webhook: the upgrade waits until
+//!               the input is all read, then gets the verdict bits 0-1 choose (accept as
+//!               `device-42`, 401, an error, or none: the backstop timer)
 //!   byte 1      N = 1 + (b % 16): how many read sizes follow
 //!   N bytes     read sizes, each b + 1 (1..=256), used cyclically
 //!   the rest    what the client sent: an upgrade request, then masked frames
 //!
-//! Checked: no panics; with JWT auth, no connection opens without an id (its token's `sub`); the
+//! Checked: no panics; with JWT or the webhook, no connection opens without the id it was given;
+//! the webhook is asked at most once and its call dropped when the connection goes before; the
 //! same callbacks, events, output bytes, verdict and final state for both
 //! read patterns; an application text message is never a heartbeat by an independent reading of
 //! the grammar; what the server wrote after its 101 is a sequence of well-formed, whole, unmasked
@@ -29,13 +32,14 @@ use std::sync::{Arc, Mutex};
 
 use common::{Beat, model_heartbeat};
 use libfuzzer_sys::fuzz_target;
+use wsbeat::auth::jwt::{JwtKey, JwtSettings, JwtVerifier};
+use wsbeat::auth::webhook::{QueueFull, Verdict, WebhookRequest};
 use wsbeat::config::{Config, DuplicateId, Liveness};
 use wsbeat::handler::{AppMessage, ConnInfo, Control, Handler};
 use wsbeat::presence::{ConnId, OfflineReason, PresenceEvent, SharedRegistry};
 use wsbeat::protocol::frame::{OpCode, parse_header_any};
 use wsbeat::protocol::message::parse_close_payload;
-use wsbeat::auth::jwt::{JwtKey, JwtSettings, JwtVerifier};
-use wsbeat::session::{After, Context, Gate, Phase, Session};
+use wsbeat::session::{After, AskBackend, Context, Gate, Phase, Session};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -67,7 +71,11 @@ impl Handler for Recorder {
     fn on_message(&mut self, _: &ConnInfo<'_>, m: AppMessage<'_>, _: &mut Control) {
         let step = match m {
             AppMessage::Text(t) => {
-                assert_eq!(model_heartbeat(t), Beat::Not, "a heartbeat handed to the application: {t:?}");
+                assert_eq!(
+                    model_heartbeat(t),
+                    Beat::Not,
+                    "a heartbeat handed to the application: {t:?}"
+                );
                 Step::Text(t.to_owned())
             }
             AppMessage::Binary(b) => Step::Binary(b.to_vec()),
@@ -93,9 +101,42 @@ struct Story {
     ending: Vec<After>,
 }
 
-fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config, jwt: bool) -> Story {
+/// The webhook as the session sees it: records what it is asked.
+#[derive(Default)]
+struct Asked(Mutex<Vec<(ConnId, bool)>>);
+
+impl AskBackend for Asked {
+    fn ask(&self, conn: ConnId, _: WebhookRequest) -> Result<(), QueueFull> {
+        self.0.lock().unwrap().push((conn, true));
+        Ok(())
+    }
+    fn cancel(&self, conn: ConnId) {
+        self.0.lock().unwrap().push((conn, false));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    Open,
+    Jwt,
+    /// The verdict given once the input is read (`None`: no answer).
+    Webhook(Option<fn() -> Verdict>),
+}
+
+fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config, auth: Auth) -> Story {
     let rec = Recorder::default();
-    let mut cx = Context::new(cfg.clone(), Arc::new(SharedRegistry::new()), Box::new(rec.clone()), true, 1);
+    let mut cx = Context::new(
+        cfg.clone(),
+        Arc::new(SharedRegistry::new()),
+        Box::new(rec.clone()),
+        true,
+        1,
+    );
+    let asked = Arc::new(Asked::default());
+    let jwt = auth == Auth::Jwt;
+    if let Auth::Webhook(_) = auth {
+        cx.gate = Gate::Webhook(asked.clone(), 2000);
+    }
     if jwt {
         let settings = JwtSettings {
             key: JwtKey::Secret(b"fuzz-secret".to_vec()),
@@ -119,6 +160,13 @@ fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config, jwt: bool) -> S
             break;
         }
     }
+    if let (Auth::Webhook(Some(answer)), After::Keep) = (auth, verdict) {
+        if s.phase() == Phase::Authorizing {
+            verdict = s.on_authorized(&mut cx, answer());
+            out.extend_from_slice(&cx.out);
+            cx.out.clear();
+        }
+    }
     // A session the driver drops frees its buffers with it: only a kept one's count.
     let idle = verdict != After::Keep || s.buffered_bytes() == 0;
     let (phase, client_id) = (s.phase(), s.client_id().map(str::to_owned));
@@ -139,15 +187,26 @@ fn run(data: &[u8], rs: &[std::ops::Range<usize>], cfg: &Config, jwt: bool) -> S
                 }
             }
         }
-        assert!(matches!(ending.last(), Some(After::Close(..))), "never ended: {ending:?}");
+        assert!(
+            matches!(ending.last(), Some(After::Close(..))),
+            "never ended: {ending:?}"
+        );
         assert!(cx.timers.is_empty() && cx.registry.is_empty());
     }
     let steps = rec.0.lock().unwrap().clone();
-    if jwt {
+    if auth != Auth::Open {
         for s in &steps {
-            assert!(!matches!(s, Step::Open(None)), "a connection opened without a token's id: {steps:?}");
+            assert!(
+                !matches!(s, Step::Open(None)),
+                "a connection opened without the id auth gave: {steps:?}"
+            );
         }
     }
+    let calls = asked.0.lock().unwrap().clone();
+    assert!(
+        calls.len() <= 2 && calls.first().is_none_or(|c| c.1),
+        "asked: {calls:?}"
+    );
     Story {
         steps,
         events: std::mem::take(&mut cx.events),
@@ -183,7 +242,10 @@ fn check_server_frames(out: &[u8]) {
         let len = usize::try_from(h.len).unwrap();
         let payload = &rest[n..n + len];
         if h.opcode == OpCode::Close && !payload.is_empty() {
-            assert!(parse_close_payload(payload).is_ok(), "invalid close payload {payload:?}");
+            assert!(
+                parse_close_payload(payload).is_ok(),
+                "invalid close payload {payload:?}"
+            );
         }
         rest = &rest[n + len..];
     }
@@ -212,15 +274,30 @@ fuzz_target!(|data: &[u8]| {
         allowed_origins: allowed,
         max_message_size: [125, 4096, 65536, 1 << 20][(sel as usize >> 4) & 3],
         duplicate_id: DuplicateId::Replace,
-        liveness: if sel & 0x80 != 0 { Liveness::Heartbeat } else { Liveness::Any },
+        liveness: if sel >> 6 == 2 {
+            Liveness::Heartbeat
+        } else {
+            Liveness::Any
+        },
         admin_listen: None,
         handle_signals: false,
         ..Config::default()
     };
 
-    let jwt = sel & 0x40 != 0;
-    let one = run(conn, &common::reads(conn.len(), &[]), &cfg, jwt);
-    let many = run(conn, &common::reads(conn.len(), sizes), &cfg, jwt);
+    let auth = match sel >> 6 {
+        0 | 2 => Auth::Open,
+        1 => Auth::Jwt,
+        _ => Auth::Webhook(
+            [
+                Some((|| Verdict::Accept("device-42".into())) as fn() -> Verdict),
+                Some(|| Verdict::Unauthorized),
+                Some(|| Verdict::Unavailable("fuzz".into())),
+                None,
+            ][sel as usize & 3],
+        ),
+    };
+    let one = run(conn, &common::reads(conn.len(), &[]), &cfg, auth);
+    let many = run(conn, &common::reads(conn.len(), sizes), &cfg, auth);
     check_server_frames(&one.out);
     let refused = |s: &Story| status(&s.out).is_some_and(|st| st != b"101");
     if refused(&one) && refused(&many) && (status(&one.out) == Some(b"431") || status(&many.out) == Some(b"431")) {

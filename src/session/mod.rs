@@ -109,6 +109,14 @@ struct Pending {
     client_id: Option<Box<str>>,
 }
 
+/// More than [`handshake::MAX_HEADER_BYTES`] sent after an upgrade request
+/// that waits for the webhook: a client must wait for the `101` before it
+/// sends frames (RFC 6455 §4.1), so a little is kept, not more.
+const EARLY_DATA: Rejection = Rejection {
+    status: 400,
+    reason: "data sent before the upgrade was answered",
+};
+
 /// What lets a session in.
 enum Admit {
     /// Bind this id (if any); `exp`: a JWT's, in Unix seconds (0: none).
@@ -390,19 +398,11 @@ impl<T: PeerAddr> Session<T> {
             },
             Phase::Authorizing => {
                 let s = self.spill.get_or_insert_with(Default::default);
-                // A client must wait for the 101 before it sends frames
-                // (RFC 6455 §4.1); a little is kept, not more.
                 if s.handshake.len() + data.len() > handshake::MAX_HEADER_BYTES {
                     s.pending = None;
                     s.handshake = Vec::new();
                     self.forget_authorization(cx);
-                    self.refuse_request(
-                        cx,
-                        Rejection {
-                            status: 400,
-                            reason: "data sent before the upgrade was answered",
-                        },
-                    );
+                    self.refuse_request(cx, EARLY_DATA);
                 } else {
                     s.handshake.extend_from_slice(data);
                 }
@@ -453,6 +453,11 @@ impl<T: PeerAddr> Session<T> {
                         },
                         Err(f) => Admit::No(f),
                     },
+                    Gate::Webhook(..) if data.len() - a.consumed > handshake::MAX_HEADER_BYTES => {
+                        // As for bytes that come later while it waits.
+                        self.refuse_request(cx, EARLY_DATA);
+                        return After::Keep;
+                    }
                     Gate::Webhook(backend, timeout) => {
                         let info = a.request.unwrap_or_default();
                         let req = WebhookRequest {

@@ -324,7 +324,7 @@ fn a_valid_token_binds_its_sub_and_the_session_closes_at_exp() {
 fn a_refresh_moves_exp_and_a_bad_one_closes() {
     let exp = WALL0 / 1000 + 100;
     let later = exp + 100;
-    let cases: [(String, Option<(u16, &str)>); 6] = [
+    let cases: [(String, Option<(u16, &str)>); 7] = [
         (token_for("dev-7", later), None),
         // The same token again: each refresh costs a signature check.
         (
@@ -337,6 +337,8 @@ fn a_refresh_moves_exp_and_a_bad_one_closes() {
             Some((4401, "unauthorized: refreshed token does not expire later")),
         ),
         ("not.a.token".into(), Some((4401, "unauthorized: malformed token"))),
+        // 64 KiB: refused before any decoding.
+        ("a".repeat(64 << 10), Some((4401, "unauthorized: token too large"))),
         (String::new(), Some((4401, "unauthorized: missing token"))),
     ];
     for (refresh, outcome) in cases {
@@ -587,6 +589,20 @@ fn too_much_early_data_while_authorizing_is_refused() {
     );
     cx.out.clear();
     // Its verdict, arriving later, is ignored.
+    assert_eq!(s.on_authorized(&mut cx, Verdict::Accept("x".into())), After::Keep);
+    assert!(cx.out.is_empty());
+
+    // The same limit when the early bytes come in the request's own read:
+    // refused before the webhook is asked.
+    let (mut cx, _, asked) = webhook_context(2000);
+    let mut s = Session::accept((), ConnId::new(0, 0, 0), &mut cx);
+    let mut bytes = request("/");
+    bytes.extend(vec![0u8; crate::protocol::handshake::MAX_HEADER_BYTES + 1]);
+    assert_eq!(s.on_bytes(&mut cx, &mut bytes), After::Keep);
+    assert!(cx.out.starts_with(b"HTTP/1.1 400 "));
+    assert!(asked.calls.lock().unwrap().is_empty());
+    assert_eq!(s.buffered_bytes(), 0);
+    cx.out.clear();
     assert_eq!(s.on_authorized(&mut cx, Verdict::Accept("x".into())), After::Keep);
     assert!(cx.out.is_empty());
 }
