@@ -202,6 +202,18 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `url` without its user and password, for `Debug` and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://…@{host}{}", &rest[end..]),
+        None => url.to_string(),
+    }
+}
+
 /// Parses a `--forward-header` value, `Name: value`.
 pub fn parse_header(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
@@ -210,15 +222,9 @@ pub fn parse_header(s: &str) -> Result<(String, String), String> {
     let (name, value) = (name.trim(), value.trim());
     ureq::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("'{name}' is not a header name"))?;
     ureq::http::HeaderValue::from_str(value).map_err(|_| "the value holds characters a header cannot".to_string())?;
-    if [
-        "content-type",
-        "content-length",
-        "host",
-        "transfer-encoding",
-        "connection",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    if crate::forward::RESERVED_HEADERS
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
     {
         return Err(format!("'{name}' is set by wsbeat"));
     }
@@ -428,6 +434,22 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(redact_url("http://u:p@h:1/x?y"), "http://…@h:1/x?y");
+        assert_eq!(redact_url("https://h/p@q"), "https://h/p@q");
+        assert_eq!(redact_url("nonsense"), "nonsense");
+        let f = ForwardSettings {
+            url: "https://user:pw@backend/in".into(),
+            headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+            buffer: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("pw") && !shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("Authorization"), "{shown}");
     }
 
     #[test]

@@ -1136,3 +1136,34 @@ fn a_down_backend_never_holds_shutdown_past_its_timeout() {
         }
     }
 }
+
+/// With two loops, a graceful shutdown forwards the `shutdown` offline
+/// events of every loop: here loop 1 holds no client, so it is done at once,
+/// while loop 0 is still closing its own (it must not end the forwarder).
+#[test]
+fn every_loops_last_events_are_forwarded_at_shutdown() {
+    common::with_threads(2, last_events_of_two_loops);
+}
+
+fn last_events_of_two_loops() {
+    for round in 0..20 {
+        let backend = Backend::ok();
+        let s = spawn(forwarding(backend.url()));
+        // The first client goes to loop 0; loop 1 stays empty.
+        let mut c = client(s.addr, &format!("?client_id=fw-loop-{round}"));
+        wait_until("online at the backend", || !backend.events().is_empty());
+        assert_eq!(s.stats.loop_connections(), [1, 0]);
+        s.handle.shutdown().unwrap();
+        while c.read().is_ok() {}
+        s.thread.join().unwrap().unwrap();
+        let events: Vec<(String, Option<String>)> = backend.events().iter().map(Ev::short).collect();
+        assert_eq!(
+            events,
+            [
+                ("online".to_string(), None),
+                ("offline".to_string(), Some("shutdown".to_string()))
+            ],
+            "round {round}"
+        );
+    }
+}

@@ -90,6 +90,14 @@ impl JwtVerifier {
             JwtKey::Secret(secret) => {
                 // jsonwebtoken refuses an empty secret itself; say why.
                 let key = DecodingKey::from_secret(secret).map_err(|_| "the secret is empty".to_string())?;
+                if secret.len() < 32 {
+                    // RFC 7518 §3.2: an HS256 key has at least 256 bits; a
+                    // short secret can be found by guessing offline.
+                    log::warn!(
+                        "the JWT secret is {} bytes: use 32 random bytes or more (RFC 7518 §3.2)",
+                        secret.len()
+                    );
+                }
                 (key, HMAC_ALGS)
             }
             JwtKey::PublicKeyPem(pem) => public_key(pem)?,

@@ -26,7 +26,7 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// `--auth-webhook*`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookSettings {
     /// `http://` or `https://`.
     pub url: String,
@@ -36,6 +36,18 @@ pub struct WebhookSettings {
     pub concurrency: usize,
     /// Upgrades waiting for a thread; past it, new upgrades get `503`.
     pub queue: usize,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    /// The URL's credentials are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// What the backend is told about an upgrade.
@@ -223,6 +235,9 @@ fn agent(settings: &WebhookSettings) -> ureq::Agent {
         .http_status_as_error(false)
         // A redirect is not an answer: the backend must answer itself.
         .max_redirects(0)
+        // Straight to the backend: ureq would take HTTPS_PROXY for http://
+        // URLs too, and the cookies and credentials of every upgrade with it.
+        .proxy(None)
         .timeout_global(Some(settings.timeout))
         // Keep a connection per thread alive between calls.
         .max_idle_connections(settings.concurrency)

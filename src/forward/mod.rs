@@ -21,8 +21,17 @@ use crate::presence::{ConnId, PresenceEvent};
 use buffer::Buffer;
 use sender::{Http, Sender, lock, wait, wait_timeout};
 
+/// Headers a `--forward-header` may not set: the request's own framing.
+pub const RESERVED_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+];
+
 /// `--forward*`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ForwardSettings {
     /// `http://` or `https://`.
     pub url: String,
@@ -32,6 +41,18 @@ pub struct ForwardSettings {
     pub buffer: usize,
     /// One request, connect to last byte; past it the batch is retried.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ForwardSettings {
+    /// Header values and the URL's credentials are typically secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardSettings")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("buffer", &self.buffer)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One thing to forward.
@@ -58,7 +79,8 @@ pub struct ForwardStats {
     pub dropped: u64,
     /// Requests answered 2xx.
     pub requests_ok: u64,
-    /// Requests that failed (status, timeout, connection) and were retried.
+    /// Requests that failed (status, timeout, connection) and were retried,
+    /// and those answered 413 (their batch split in halves).
     pub requests_failed: u64,
     /// Bytes waiting or in flight now.
     pub buffered_bytes: u64,
@@ -130,6 +152,9 @@ impl Forwarder {
         for (k, v) in &settings.headers {
             let name = HeaderName::from_bytes(k.trim().as_bytes())
                 .map_err(|_| invalid(format!("forward header: invalid name {k:?}")))?;
+            if RESERVED_HEADERS.iter().any(|h| name.as_str().eq_ignore_ascii_case(h)) {
+                return Err(invalid(format!("forward header {k}: set by wsbeat itself")));
+            }
             // The value is not repeated: it is typically a credential.
             let value =
                 HeaderValue::from_str(v.trim()).map_err(|_| invalid(format!("forward header {k}: invalid value")))?;
@@ -142,6 +167,8 @@ impl Forwarder {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            // Straight to the backend, as the auth webhook.
+            .proxy(None)
             .timeout_global(Some(settings.timeout))
             .tls_config(tls)
             .build()
@@ -209,9 +236,10 @@ impl Forwarder {
     }
 
     /// Starts stopping without waiting: what is buffered is sent (retried
-    /// without long backoffs) until `deadline`, then the thread ends. Pushes
-    /// are still taken until it has ended. A later deadline than one already
-    /// set changes nothing.
+    /// without long backoffs) until `deadline`, then the thread ends — as
+    /// soon as the buffer is empty, so call it once nothing more will be
+    /// pushed (later pushes are dropped and counted). A later deadline than
+    /// one already set changes nothing.
     pub fn finish_by(&self, deadline: Instant) {
         let mut st = lock(&self.shared.state);
         if st.stop_by.is_none_or(|by| deadline < by) {

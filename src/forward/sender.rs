@@ -212,6 +212,10 @@ impl Sender {
             } else {
                 c.requests_failed.fetch_add(1, Ordering::Relaxed);
             }
+            let (waiting, bytes) = (st.buffer.waiting_len(), st.buffer.bytes());
+            // Logging can block (a stalled stderr): never with the lock that
+            // the loops' pushes take.
+            drop(st);
             if settled.refused > 0 {
                 warn!("forward: the backend refused an item as too large (413) even alone; dropped");
             }
@@ -221,9 +225,8 @@ impl Sender {
                     let dropped = c.dropped.load(Ordering::Relaxed).saturating_sub(dropped_then);
                     info!(
                         "forward: backend answering again after {failures} failed requests in {:.1}s; \
-                         {dropped} items dropped meanwhile, {} waiting",
+                         {dropped} items dropped meanwhile, {waiting} waiting",
                         since.elapsed().as_secs_f64(),
-                        st.buffer.waiting_len(),
                     );
                 }
                 continue;
@@ -237,13 +240,12 @@ impl Sender {
                     };
                     warn!(
                         "forward: backend failing ({why}); retrying a batch of {items} items with backoff, \
-                         {} more waiting ({} bytes buffered)",
-                        st.buffer.waiting_len(),
-                        st.buffer.bytes(),
+                         {waiting} more waiting ({bytes} bytes buffered)",
                     );
                     self.health.outage = Some((start, 1, c.dropped.load(Ordering::Relaxed)));
                 }
             }
+            let mut st = lock(&shared.state);
             // The backoff: woken early only by stop(), bounded by its deadline.
             let mut until = Instant::now() + self.backoff.delay(clock_seed());
             loop {

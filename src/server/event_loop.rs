@@ -205,8 +205,12 @@ impl EventLoop {
                     self.admin.shut_down();
                 }
                 let served = self.conns.table.is_empty() && self.admin.is_empty() && others_stopped;
-                if served && let Some(f) = &self.shared().forwarder {
-                    // Nothing more will be pushed: the forwarder hurries.
+                if self.index == 0
+                    && served
+                    && let Some(f) = &self.shared().forwarder
+                {
+                    // Every loop is done: nothing more will be pushed, and
+                    // the forwarder hurries.
                     f.finish_by(self.start + Duration::from_millis(deadline));
                 }
                 let drained = served && !self.forwarding();
