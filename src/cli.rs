@@ -171,7 +171,7 @@ struct Flags {
     forward: Option<String>,
 
     /// A header added to every forwarding request, "Name: value" (repeatable).
-    #[arg(long, value_name = "H", value_parser = config::parse_header)]
+    #[arg(long, value_name = "H", value_parser = crate::http_client::parse_header)]
     forward_header: Vec<(String, String)>,
 
     /// Bytes of forwarded items waiting for the backend; past it the oldest
@@ -185,7 +185,7 @@ struct Flags {
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
-    config::check_http_url(s)?;
+    crate::http_client::check_url(s)?;
     Ok(s.to_string())
 }
 

@@ -70,6 +70,7 @@ pub mod cluster;
 pub mod config;
 pub mod forward;
 pub mod handler;
+pub mod http_client;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::presence::ConnId;
+use crate::protocol::handshake::RequestInfo;
 use crate::protocol::heartbeat::is_valid_client_id;
 
 /// The most of an answer read: `{"id": ...}` needs far less.
@@ -42,7 +43,7 @@ impl std::fmt::Debug for WebhookSettings {
     /// The URL's credentials are secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSettings")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &crate::http_client::shown_url(&self.url))
             .field("timeout", &self.timeout)
             .field("concurrency", &self.concurrency)
             .field("queue", &self.queue)
@@ -50,17 +51,12 @@ impl std::fmt::Debug for WebhookSettings {
     }
 }
 
-/// What the backend is told about an upgrade.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the backend is told about an upgrade: who asks, and what the
+/// handshake parser kept of the request.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct WebhookRequest {
     pub peer: Option<SocketAddr>,
-    pub path: Box<str>,
-    /// Raw, as in the request line (without `?`).
-    pub query: Box<str>,
-    pub origin: Option<Box<str>>,
-    pub user_agent: Option<Box<str>>,
-    pub cookie: Option<Box<str>>,
-    pub authorization: Option<Box<str>>,
+    pub request: RequestInfo,
 }
 
 /// The backend's decision.
@@ -123,6 +119,8 @@ struct Job {
 impl Webhook {
     /// Starts `settings.concurrency` threads.
     pub fn start(settings: &WebhookSettings, deliver: Deliver) -> std::io::Result<Webhook> {
+        crate::http_client::check_url(&settings.url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("auth webhook URL: {e}")))?;
         if settings.concurrency == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -133,7 +131,8 @@ impl Webhook {
             url: settings.url.clone(),
             timeout: settings.timeout,
             queue: settings.queue,
-            agent: agent(settings),
+            // A connection per thread kept alive between calls.
+            agent: crate::http_client::agent(settings.timeout, settings.concurrency),
             deliver,
             state: Mutex::new(State {
                 pending: VecDeque::new(),
@@ -225,29 +224,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn agent(settings: &WebhookSettings) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        // Statuses are answers to read, not errors.
-        .http_status_as_error(false)
-        // A redirect is not an answer: the backend must answer itself.
-        .max_redirects(0)
-        // Straight to the backend: ureq would take HTTPS_PROXY for http://
-        // URLs too, and the cookies and credentials of every upgrade with it.
-        .proxy(None)
-        .timeout_global(Some(settings.timeout))
-        // Keep a connection per thread alive between calls.
-        .max_idle_connections(settings.concurrency)
-        .max_idle_connections_per_host(settings.concurrency)
-        .user_agent(concat!("wsbeat/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
-        .build()
-        .new_agent()
-}
-
 /// A helper thread: takes jobs until stopped.
 fn work(shared: &Shared) {
     while let Some(job) = next_job(shared) {
@@ -324,13 +300,13 @@ fn call(shared: &Shared, req: &WebhookRequest, budget: Duration) -> Verdict {
 fn request_body(req: &WebhookRequest) -> String {
     json!({
         "peer": req.peer.map(|p| p.to_string()),
-        "path": &*req.path,
-        "query": &*req.query,
+        "path": &*req.request.path,
+        "query": &*req.request.query,
         "headers": {
-            "origin": req.origin.as_deref(),
-            "user-agent": req.user_agent.as_deref(),
-            "cookie": req.cookie.as_deref(),
-            "authorization": req.authorization.as_deref(),
+            "origin": req.request.origin.as_deref(),
+            "user-agent": req.request.user_agent.as_deref(),
+            "cookie": req.request.cookie.as_deref(),
+            "authorization": req.request.authorization.as_deref(),
         },
     })
     .to_string()
@@ -379,25 +355,12 @@ impl Shared {
             return;
         };
         if suppressed == 0 {
-            log::warn!("auth webhook {}: {reason}", self.url_for_log());
+            log::warn!("auth webhook {}: {reason}", crate::http_client::shown_url(&self.url));
         } else {
             log::warn!(
                 "auth webhook {}: {reason} ({suppressed} more failures since the last warning)",
-                self.url_for_log()
+                crate::http_client::shown_url(&self.url)
             );
-        }
-    }
-
-    /// The URL up to its path: no credentials, no query.
-    fn url_for_log(&self) -> String {
-        match self.url.parse::<ureq::http::Uri>() {
-            Ok(u) => format!(
-                "{}://{}{}",
-                u.scheme_str().unwrap_or("?"),
-                u.host().unwrap_or("?"),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            ),
-            Err(_) => "(bad URL)".into(),
         }
     }
 }
@@ -612,12 +575,14 @@ mod tests {
         let (hook, rx) = start(&settings(backend.url("/hooks/auth?k=1")));
         let full = WebhookRequest {
             peer: Some("[::1]:5000".parse().unwrap()),
-            path: "/ws".into(),
-            query: "token=a%20b&x=\"y\"".into(),
-            origin: Some("https://app.example".into()),
-            user_agent: Some("Mozilla/5.0".into()),
-            cookie: Some("session=abc; theme=dark".into()),
-            authorization: Some("Bearer xyz".into()),
+            request: RequestInfo {
+                path: "/ws".into(),
+                query: "token=a%20b&x=\"y\"".into(),
+                origin: Some("https://app.example".into()),
+                user_agent: Some("Mozilla/5.0".into()),
+                cookie: Some("session=abc; theme=dark".into()),
+                authorization: Some("Bearer xyz".into()),
+            },
         };
         hook.submit(conn(1), full).unwrap();
         let r = backend.next();
@@ -644,8 +609,11 @@ mod tests {
         );
 
         let bare = WebhookRequest {
-            path: "/".into(),
-            ..Default::default()
+            peer: None,
+            request: RequestInfo {
+                path: "/".into(),
+                ..Default::default()
+            },
         };
         hook.submit(conn(2), bare).unwrap();
         let body: Value = serde_json::from_slice(&backend.next().body).unwrap();
@@ -762,8 +730,9 @@ mod tests {
         assert_ne!(unavailable(&v), "the call panicked");
     }
 
-    #[test]
-    fn a_full_queue_refuses_without_waiting() {
+    /// A webhook with one thread and one queued place, against a backend
+    /// that holds each request until `release` sends.
+    fn one_thread_one_place() -> (Webhook, mpsc::Receiver<(ConnId, Verdict)>, Backend, mpsc::Sender<()>) {
         let (release, hold) = mpsc::channel::<()>();
         let mut a = answer(200, r#"{"id":"dev-1"}"#);
         a.hold = Some(Arc::new(Mutex::new(hold)));
@@ -772,6 +741,12 @@ mod tests {
         s.concurrency = 1;
         s.queue = 1;
         let (hook, rx) = start(&s);
+        (hook, rx, backend, release)
+    }
+
+    #[test]
+    fn a_full_queue_refuses_without_waiting() {
+        let (hook, rx, backend, release) = one_thread_one_place();
         hook.submit(conn(1), WebhookRequest::default()).unwrap();
         backend.next(); // in flight, held
         hook.submit(conn(2), WebhookRequest::default()).unwrap(); // queued
@@ -801,14 +776,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_call_is_not_made_and_frees_its_place() {
-        let (release, hold) = mpsc::channel::<()>();
-        let mut a = answer(200, r#"{"id":"dev-1"}"#);
-        a.hold = Some(Arc::new(Mutex::new(hold)));
-        let backend = Backend::start(a);
-        let mut s = settings(backend.url("/"));
-        s.concurrency = 1;
-        s.queue = 1;
-        let (hook, rx) = start(&s);
+        let (hook, rx, backend, release) = one_thread_one_place();
         hook.submit(conn(1), WebhookRequest::default()).unwrap();
         backend.next(); // in flight, held
         hook.submit(conn(2), WebhookRequest::default()).unwrap(); // queued
@@ -918,7 +886,7 @@ mod tests {
     fn the_log_url_has_no_credentials_or_query() {
         let backend = Backend::start(answer(200, "{}"));
         let (hook, _rx) = start(&settings(format!("http://user:secret@{}/auth?key=k", backend.addr)));
-        let shown = hook.shared.url_for_log();
+        let shown = crate::http_client::shown_url(&hook.shared.url);
         assert_eq!(shown, format!("http://{}", backend.addr));
     }
 }

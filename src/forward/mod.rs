@@ -14,21 +14,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ureq::http::{HeaderName, HeaderValue, Uri};
-use ureq::tls::{TlsConfig, TlsProvider};
-
+use crate::http_client;
 use crate::presence::{ConnId, PresenceEvent};
 use buffer::Buffer;
 use sender::{Http, Sender, lock, wait, wait_timeout};
-
-/// Headers a `--forward-header` may not set: the request's own framing.
-pub const RESERVED_HEADERS: [&str; 5] = [
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-];
 
 /// `--forward*`.
 #[derive(Clone)]
@@ -47,7 +36,7 @@ impl std::fmt::Debug for ForwardSettings {
     /// Header values and the URL's credentials are typically secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForwardSettings")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &crate::http_client::shown_url(&self.url))
             .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("buffer", &self.buffer)
             .field("timeout", &self.timeout)
@@ -144,35 +133,13 @@ impl Forwarder {
         // Checked here so that a typo fails start-up rather than every
         // request forever. The URL itself is not repeated: it may hold a
         // secret.
-        let uri = Uri::try_from(settings.url.as_str()).map_err(|e| invalid(format!("forward URL: {e}")))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(invalid("forward URL: must be http://HOST... or https://HOST...".into()));
-        }
-        let mut headers = Vec::with_capacity(settings.headers.len());
-        for (k, v) in &settings.headers {
-            let name = HeaderName::from_bytes(k.trim().as_bytes())
-                .map_err(|_| invalid(format!("forward header: invalid name {k:?}")))?;
-            if RESERVED_HEADERS.iter().any(|h| name.as_str().eq_ignore_ascii_case(h)) {
-                return Err(invalid(format!("forward header {k}: set by wsbeat itself")));
-            }
-            // The value is not repeated: it is typically a credential.
-            let value =
-                HeaderValue::from_str(v.trim()).map_err(|_| invalid(format!("forward header {k}: invalid value")))?;
-            headers.push((name, value));
-        }
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            // Straight to the backend, as the auth webhook.
-            .proxy(None)
-            .timeout_global(Some(settings.timeout))
-            .tls_config(tls)
-            .build()
-            .new_agent();
+        http_client::check_url(&settings.url).map_err(|e| invalid(format!("forward URL: {e}")))?;
+        let headers = settings
+            .headers
+            .iter()
+            .map(|(k, v)| http_client::check_header(k, v).map_err(|e| invalid(format!("forward header: {e}"))))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let agent = http_client::agent(settings.timeout, 1);
         let http = Http {
             agent,
             url: settings.url.clone(),

@@ -47,7 +47,7 @@ pub struct Accepted {
 }
 
 /// What the auth webhook is told about an upgrade request (header values
-/// as UTF-8, lossily).
+/// as UTF-8, lossily): `crate::auth::webhook::WebhookRequest` adds the peer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
     pub path: Box<str>,

@@ -459,15 +459,9 @@ impl<T: PeerAddr> Session<T> {
                         return After::Keep;
                     }
                     Gate::Webhook(backend, timeout) => {
-                        let info = a.request.unwrap_or_default();
                         let req = WebhookRequest {
                             peer: self.io.peer_addr(),
-                            path: info.path,
-                            query: info.query,
-                            origin: info.origin,
-                            user_agent: info.user_agent,
-                            cookie: info.cookie,
-                            authorization: info.authorization,
+                            request: a.request.map(|r| *r).unwrap_or_default(),
                         };
                         let timeout = *timeout;
                         if backend.ask(self.id, req).is_err() {

@@ -487,8 +487,8 @@ fn the_upgrade_waits_for_the_webhook_then_binds_its_id() {
     {
         let calls = asked.calls.lock().unwrap();
         assert_eq!(calls.len(), 1);
-        assert_eq!(&*calls[0].1.path, "/ws");
-        assert_eq!(&*calls[0].1.query, "client_id=dev-9&x=1");
+        assert_eq!(&*calls[0].1.request.path, "/ws");
+        assert_eq!(&*calls[0].1.request.query, "client_id=dev-9&x=1");
     }
     let after = s.on_authorized(&mut cx, Verdict::Accept("dev-9".into()));
     assert_eq!(after, After::Keep);
