@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::jwt::{self, Pair};
@@ -29,97 +29,6 @@ fn cfg(settings: JwtSettings) -> wsbeat::Config {
 
 fn secret_cfg() -> wsbeat::Config {
     cfg(jwt::secret_settings())
-}
-
-type Client = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
-
-/// A tungstenite client upgraded on `/?{query}`.
-fn connect(addr: SocketAddr, query: &str) -> Client {
-    let (ws, resp) = tungstenite::connect(format!("ws://{addr}/?{query}")).expect("upgrade");
-    assert_eq!(resp.status(), 101);
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-    }
-    ws
-}
-
-/// The next text message (server pings are answered by tungstenite).
-fn read_text(ws: &mut Client) -> String {
-    loop {
-        match ws.read().expect("read") {
-            tungstenite::Message::Text(t) if t.as_str() != "heartbeat" => return t.to_string(),
-            tungstenite::Message::Close(f) => panic!("closed: {f:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// `GET /clients/ID`.
-fn client_info(admin: SocketAddr, id: &str) -> Response {
-    http(admin, "GET", &format!("/clients/{id}"), "", b"")
-}
-
-/// Waits until the admin API lists `id`, and returns its CLIENT.
-fn wait_listed(admin: SocketAddr, id: &str) -> serde_json::Value {
-    let mut found = None;
-    wait_until(&format!("{id} listed"), || {
-        let r = client_info(admin, id);
-        let ok = r.status == 200;
-        if ok {
-            found = Some(r.json());
-        }
-        ok
-    });
-    found.unwrap()
-}
-
-/// Pushes `body` to `id` through the admin API.
-fn push(admin: SocketAddr, id: &str, body: &str) {
-    let r = http(
-        admin,
-        "POST",
-        &format!("/clients/{id}/messages"),
-        "Content-Type: text/plain\r\n",
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-}
-
-/// Every `wsbeat_auth_failures_total` counter, by reason.
-fn auth_failures(admin: SocketAddr) -> BTreeMap<String, u64> {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("wsbeat_auth_failures_total{reason=\"") {
-            let (label, value) = rest.split_once("\"} ").expect("counter line");
-            out.insert(label.to_string(), value.trim().parse().expect("counter value"));
-        }
-    }
-    assert!(!out.is_empty(), "no wsbeat_auth_failures_total in\n{text}");
-    out
-}
-
-/// Asserts the counters equal `want` (labels not named are 0).
-fn assert_failures(admin: SocketAddr, want: &[(&str, u64)]) {
-    let got = auth_failures(admin);
-    for (label, value) in &got {
-        let expected = want.iter().find(|(l, _)| l == label).map_or(0, |(_, v)| *v);
-        assert_eq!(
-            *value, expected,
-            "wsbeat_auth_failures_total{{reason={label:?}}}: {got:?}"
-        );
-    }
-    for (label, _) in want {
-        assert!(got.contains_key(*label), "no counter for {label:?}: {got:?}");
-    }
-}
-
-/// The value of the metric line starting with `prefix ` (0 when absent).
-fn metric(admin: SocketAddr, prefix: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 /// Sends an upgrade on `target` (with `frames` right behind the request, in
@@ -181,15 +90,15 @@ fn valid_tokens_of_every_key_type_upgrade_list_and_take_pushes() {
         let c = wait_listed(s.admin, sub);
         assert_eq!(c["id"], sub, "{c}");
         assert!(c["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{c}");
-        push(s.admin, sub, &format!("hello {sub}"));
+        push_text(s.admin, sub, &format!("hello {sub}"));
         assert_eq!(read_text(&mut ws), format!("hello {sub}"));
         // Its own id in a heartbeat, and a plain one, are fine.
         ws.send(tungstenite::Message::text(format!("heartbeat:{sub}"))).unwrap();
         ws.send(tungstenite::Message::text("heartbeat")).unwrap();
-        push(s.admin, sub, "still here");
+        push_text(s.admin, sub, "still here");
         assert_eq!(read_text(&mut ws), "still here");
         assert_eq!(metric(s.admin, "wsbeat_heartbeats_received_total"), 2);
-        assert_failures(s.admin, &[]);
+        assert_auth_failures(s.admin, &[]);
         ws.close(None).unwrap();
         wait_until("client gone", || client_info(s.admin, sub).status == 404);
     }
@@ -225,7 +134,7 @@ fn check_refusals(s: &TestServer, cases: &[(&str, String, &str)]) {
         *want.entry(label).or_default() += 1;
     }
     let want: Vec<(&str, u64)> = want.into_iter().collect();
-    assert_failures(s.admin, &want);
+    assert_auth_failures(s.admin, &want);
     // They were upgrades, then policy closes: no handshake failure, and no
     // message echoed.
     assert_eq!(metric(s.admin, "wsbeat_messages_sent_total"), 0);
@@ -394,7 +303,7 @@ fn issuer_and_audience_are_checked_when_configured() {
     let good = jwt::token(&json!({"sub": "ok-1", "exp": now + 60, "iss": iss, "aud": ["x", "wsbeat"]}));
     let mut ws = connect(s.addr, &format!("token={good}"));
     wait_listed(s.admin, "ok-1");
-    push(s.admin, "ok-1", "hi");
+    push_text(s.admin, "ok-1", "hi");
     assert_eq!(read_text(&mut ws), "hi");
 }
 
@@ -421,7 +330,7 @@ fn an_oversized_request_is_431_and_a_repeated_token_is_malformed() {
         (4401, "unauthorized: malformed token".to_string())
     );
     assert_eq!(metric(s.admin, "wsbeat_handshake_failures_total{status=\"431\"}"), 1);
-    assert_failures(s.admin, &[("malformed", 1)]);
+    assert_auth_failures(s.admin, &[("malformed", 1)]);
     assert_eq!(s.stats.clients_online(), 0);
 }
 
@@ -433,19 +342,19 @@ fn a_client_id_other_than_sub_is_a_mismatch() {
     assert_eq!((code, reason.as_str()), (1008, "client id mismatch"));
     assert_eq!(client_info(s.admin, "other").status, 404);
     assert_eq!(client_info(s.admin, "dev-7").status, 404);
-    assert_failures(s.admin, &[("id_mismatch", 1)]);
+    assert_auth_failures(s.admin, &[("id_mismatch", 1)]);
     // The same id as sub is fine, also percent-encoded (as is the token).
     let mut ws = connect(s.addr, &format!("client_id=dev-7&token={tok}"));
     wait_listed(s.admin, "dev-7");
-    push(s.admin, "dev-7", "yes");
+    push_text(s.admin, "dev-7", "yes");
     assert_eq!(read_text(&mut ws), "yes");
     let tok = jwt::token_for("user@example.com");
     let encoded = tok.replace('.', "%2E");
     let mut ws = connect(s.addr, &format!("client_id=user%40example.com&token={encoded}"));
     wait_listed(s.admin, "user@example.com");
-    push(s.admin, "user@example.com", "encoded");
+    push_text(s.admin, "user@example.com", "encoded");
     assert_eq!(read_text(&mut ws), "encoded");
-    assert_failures(s.admin, &[("id_mismatch", 1)]);
+    assert_auth_failures(s.admin, &[("id_mismatch", 1)]);
 }
 
 #[test]
@@ -475,7 +384,7 @@ fn a_heartbeat_mismatch_counts_as_an_auth_failure() {
     wait_listed(s.admin, "hb-2");
     c.send_frame(true, OpCode::Text, b"heartbeat:someone-else");
     assert_eq!(c.read_close(), 1008);
-    assert_failures(s.admin, &[("id_mismatch", 1)]);
+    assert_auth_failures(s.admin, &[("id_mismatch", 1)]);
 }
 
 /// Reads the close that ends `c`; returns it and the Unix ms it came at.
@@ -515,12 +424,12 @@ fn the_server_closes_at_exp_without_a_refresh() {
     assert_expired_on_time(exp, &close, at);
     let (close, at) = close_and_when(&mut b);
     assert_expired_on_time(exp, &close, at);
-    assert_failures(beating.admin, &[("token_expired", 1)]);
+    assert_auth_failures(beating.admin, &[("token_expired", 1)]);
     // Offline at once, and dropped within the close timeout without an answer.
     assert_eq!(client_info(s.admin, "short-lived").status, 404);
     let held = c.wait_closed();
     assert!(held <= CLOSE_TIMEOUT + Duration::from_millis(700), "{held:?}");
-    assert_failures(s.admin, &[("token_expired", 1)]);
+    assert_auth_failures(s.admin, &[("token_expired", 1)]);
 }
 
 #[test]
@@ -567,7 +476,7 @@ fn a_refresh_before_exp_keeps_the_connection_until_the_new_exp() {
     assert_eq!(client_info(s.admin, "refresher").status, 200);
     let (close, at) = close_and_when(&mut c);
     assert_expired_on_time(exp2, &close, at);
-    assert_failures(s.admin, &[("token_expired", 1)]);
+    assert_auth_failures(s.admin, &[("token_expired", 1)]);
     // One echo: the refresh was not sent back.
     assert_eq!(metric(s.admin, "wsbeat_messages_sent_total"), 1);
 }
@@ -610,7 +519,7 @@ fn refused_refreshes_close_the_connection() {
         c.send_frame(true, OpCode::Close, &code.to_be_bytes());
         c.wait_closed();
     }
-    assert_failures(
+    assert_auth_failures(
         s.admin,
         &[
             ("id_mismatch", 1),
@@ -632,33 +541,6 @@ fn a_token_message_without_jwt_auth_is_an_ordinary_message() {
     c.send_frame(true, OpCode::Text, b"token abc.def.ghi");
     let f = c.read_non_heartbeat().unwrap();
     assert_eq!(f.payload, b"token abc.def.ghi");
-}
-
-/// Runs the binary with `args`, expecting it to exit (it must not serve).
-fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = wsbeat_command()
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wsbeat {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (status.code(), err)
 }
 
 #[test]
@@ -728,38 +610,30 @@ fn bad_auth_flags_exit_2_with_one_line_naming_the_flag() {
 fn the_binary_verifies_tokens_with_a_public_key_file() {
     let es = Pair::es256();
     let pem = jwt::temp_file("public.pem", es.public_pem.as_bytes());
-    let mut cmd = wsbeat_command();
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--close-timeout",
-        "300ms",
-    ])
-    .arg("--auth-jwt-public-key")
-    .arg(pem.path());
+    let mut cmd = wsbeat_on_free_ports();
+    cmd.args(["--close-timeout", "300ms"])
+        .arg("--auth-jwt-public-key")
+        .arg(pem.path());
     let p = start_binary(cmd);
     let mut ws = connect(p.addr, &format!("token={}", es.sign(&claims("bin-1", 60))));
     wait_listed(p.admin, "bin-1");
-    push(p.admin, "bin-1", "from the binary");
+    push_text(p.admin, "bin-1", "from the binary");
     assert_eq!(read_text(&mut ws), "from the binary");
     // Confusion: HS256 with the public key file's text.
     let forged = jwt::hs256(es.public_pem.as_bytes(), &claims("bin-2", 60));
     let (code, reason) = refused(p.addr, &format!("/?token={forged}"));
     assert_eq!((code, reason.as_str()), (4401, "unauthorized: algorithm not allowed"));
-    assert_failures(p.admin, &[("algorithm", 1)]);
+    assert_auth_failures(p.admin, &[("algorithm", 1)]);
 }
 
 #[test]
 fn the_binary_takes_the_secret_from_its_variable() {
-    let mut cmd = wsbeat_command();
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("WSBEAT_AUTH_JWT_SECRET", jwt::SECRET);
+    let mut cmd = wsbeat_on_free_ports();
+    cmd.env("WSBEAT_AUTH_JWT_SECRET", jwt::SECRET);
     let p = start_binary(cmd);
     let mut ws = connect(p.addr, &format!("token={}", jwt::token_for("env-1")));
     wait_listed(p.admin, "env-1");
-    push(p.admin, "env-1", "ok");
+    push_text(p.admin, "env-1", "ok");
     assert_eq!(read_text(&mut ws), "ok");
     let (code, reason) = refused(p.addr, "/?client_id=env-2");
     assert_eq!((code, reason.as_str()), (4401, "unauthorized: missing token"));

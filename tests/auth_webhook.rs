@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,73 +86,17 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
-type Client = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
-
-fn connect(addr: SocketAddr, query: &str) -> Client {
-    let (ws, resp) = tungstenite::connect(format!("ws://{addr}/?{query}")).expect("upgrade");
-    assert_eq!(resp.status(), 101);
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-    }
-    ws
-}
-
-fn read_text(ws: &mut Client) -> String {
-    loop {
-        match ws.read().expect("read") {
-            tungstenite::Message::Text(t) if t.as_str() != "heartbeat" => return t.to_string(),
-            tungstenite::Message::Close(f) => panic!("closed: {f:?}"),
-            _ => {}
-        }
-    }
-}
-
-fn client_info(admin: SocketAddr, id: &str) -> Response {
-    http(admin, "GET", &format!("/clients/{id}"), "", b"")
-}
-
-fn wait_listed(admin: SocketAddr, id: &str) {
-    wait_until(&format!("{id} listed"), || client_info(admin, id).status == 200);
-}
-
-fn push(admin: SocketAddr, id: &str, body: &str) {
-    let r = http(
-        admin,
-        "POST",
-        &format!("/clients/{id}/messages"),
-        "Content-Type: text/plain\r\n",
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-}
-
-fn metric(admin: SocketAddr, prefix: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
-/// Asserts the `wsbeat_auth_failures_total` counters (others 0).
-fn assert_failures(admin: SocketAddr, want: &[(&str, u64)]) {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    let mut got = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("wsbeat_auth_failures_total{reason=\"") {
-            let (label, value) = rest.split_once("\"} ").unwrap();
-            got.insert(label.to_string(), value.trim().parse::<u64>().unwrap());
-        }
-    }
-    for (label, _) in want {
-        assert!(got.contains_key(*label), "no counter for {label:?}: {got:?}");
-    }
-    for (label, value) in &got {
-        let expected = want.iter().find(|(l, _)| l == label).map_or(0, |(_, v)| *v);
-        assert_eq!(
-            *value, expected,
-            "wsbeat_auth_failures_total{{reason={label:?}}}: {got:?}"
-        );
-    }
+/// A backend that accepts every upgrade as its `user` once released; the
+/// hold, and a guard that releases it when the test ends (even failing).
+fn held_backend() -> (HttpServer, Hold, ReleaseOnDrop) {
+    let hold = Hold::default();
+    let held = hold.clone();
+    let backend = HttpServer::start(move |req| {
+        held.wait();
+        accept_as_user(req)
+    });
+    let release = ReleaseOnDrop(hold.clone());
+    (backend, hold, release)
 }
 
 /// Sends an upgrade request (with `extra` header lines) and returns the raw
@@ -237,7 +180,7 @@ fn an_accepted_client_gets_the_backends_id_and_its_pushes() {
     });
     let mut ws = connect(s.addr, "user=dev-1");
     wait_listed(s.admin, "dev-1");
-    push(s.admin, "dev-1", "pushed");
+    push_text(s.admin, "dev-1", "pushed");
     assert_eq!(read_text(&mut ws), "pushed");
     ws.send(tungstenite::Message::text("heartbeat:dev-1")).unwrap();
     ws.send(tungstenite::Message::text("echo")).unwrap();
@@ -264,7 +207,7 @@ fn an_accepted_client_gets_the_backends_id_and_its_pushes() {
         ws.read(),
         Ok(tungstenite::Message::Close(Some(f))) if u16::from(f.code) == 4001
     ));
-    push(s.admin, "dev-1", "to the newer");
+    push_text(s.admin, "dev-1", "to the newer");
     assert_eq!(read_text(&mut same), "to the newer");
     // A heartbeat naming another id than the backend's is a mismatch too.
     same.send(tungstenite::Message::text("heartbeat:intruder")).unwrap();
@@ -276,7 +219,7 @@ fn an_accepted_client_gets_the_backends_id_and_its_pushes() {
     }
     wait_until("dev-1 offline", || client_info(s.admin, "dev-1").status == 404);
     // Both: the query's and the heartbeat's.
-    assert_failures(s.admin, &[("id_mismatch", 2)]);
+    assert_auth_failures(s.admin, &[("id_mismatch", 2)]);
 }
 
 /// The backend's answer by the upgrade's `?case=`.
@@ -353,7 +296,7 @@ fn the_backends_refusals_and_failures_close_with_their_codes() {
     assert_eq!(client_info(s.admin, "dev-1").status, 404);
     assert_eq!(metric(s.admin, "wsbeat_messages_sent_total"), 0);
     wait_until("connections dropped", || s.stats.connections_open() == 0);
-    assert_failures(
+    assert_auth_failures(
         s.admin,
         &[
             ("webhook_unauthorized", 1),
@@ -380,9 +323,9 @@ fn a_backend_that_is_down_closes_1011_at_once() {
     backend.restart();
     let mut ws = connect(s.addr, "user=back");
     wait_listed(s.admin, "back");
-    push(s.admin, "back", "welcome back");
+    push_text(s.admin, "back", "welcome back");
     assert_eq!(read_text(&mut ws), "welcome back");
-    assert_failures(s.admin, &[("webhook_error", 1)]);
+    assert_auth_failures(s.admin, &[("webhook_error", 1)]);
 }
 
 #[test]
@@ -400,7 +343,7 @@ fn a_backend_slower_than_the_timeout_closes_1011_on_time() {
     );
     assert_eq!(backend.requests().len(), 1);
     assert_eq!(s.stats.clients_online(), 0);
-    assert_failures(s.admin, &[("webhook_error", 1)]);
+    assert_auth_failures(s.admin, &[("webhook_error", 1)]);
 }
 
 #[test]
@@ -422,9 +365,9 @@ fn a_timed_out_call_frees_its_thread() {
     let mut ws = connect(s.addr, "user=fast");
     assert!(t.elapsed() < timeout, "{:?}", t.elapsed());
     wait_listed(s.admin, "fast");
-    push(s.admin, "fast", "ok");
+    push_text(s.admin, "fast", "ok");
     assert_eq!(read_text(&mut ws), "ok");
-    assert_failures(s.admin, &[("webhook_error", 1)]);
+    assert_auth_failures(s.admin, &[("webhook_error", 1)]);
 }
 
 /// A backend on a raw socket that answers `?user=fast` at once and sends
@@ -541,19 +484,13 @@ fn an_answer_that_trickles_in_is_cut_at_the_timeout() {
         let _ws = connect(s.addr, "user=fast");
         assert!(t.elapsed() < timeout, "trickle_head {trickle_head}: {:?}", t.elapsed());
         wait_listed(s.admin, "fast");
-        assert_failures(s.admin, &[("webhook_error", 1)]);
+        assert_auth_failures(s.admin, &[("webhook_error", 1)]);
     }
 }
 
 #[test]
 fn calls_run_in_parallel_up_to_the_concurrency() {
-    let hold = Hold::default();
-    let held = hold.clone();
-    let backend = HttpServer::start(move |req| {
-        held.wait();
-        accept_as_user(req)
-    });
-    let _release = ReleaseOnDrop(hold.clone());
+    let (backend, hold, _release) = held_backend();
     let s = spawn(cfg_with(WebhookSettings {
         concurrency: 3,
         queue: 1,
@@ -582,9 +519,9 @@ fn a_backend_restart_does_not_fail_the_next_upgrade() {
     backend.restart();
     let mut ws = connect(s.addr, "user=after");
     wait_listed(s.admin, "after");
-    push(s.admin, "after", "ok");
+    push_text(s.admin, "after", "ok");
     assert_eq!(read_text(&mut ws), "ok");
-    assert_failures(s.admin, &[]);
+    assert_auth_failures(s.admin, &[]);
 }
 
 #[test]
@@ -622,7 +559,7 @@ fn the_loop_never_waits_on_the_backend() {
     // Other upgrades go through, and pushes and the admin API answer.
     let mut b = connect(s.addr, "user=b");
     wait_listed(s.admin, "b");
-    push(s.admin, "b", "hi b");
+    push_text(s.admin, "b", "hi b");
     assert_eq!(read_text(&mut b), "hi b");
     // The slow one has had no answer yet.
     slow.s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -636,7 +573,7 @@ fn the_loop_never_waits_on_the_backend() {
     slow.s.set_read_timeout(Some(DEADLINE)).unwrap();
     assert!(slow.read_http_head().starts_with("HTTP/1.1 101 "));
     wait_listed(s.admin, "slow");
-    assert_failures(s.admin, &[]);
+    assert_auth_failures(s.admin, &[]);
 }
 
 /// Waits until one of `conns` has bytes to read; its index.
@@ -660,13 +597,7 @@ fn first_answered(conns: &mut [Raw], within: Duration) -> Option<usize> {
 
 #[test]
 fn a_full_queue_answers_503_at_once() {
-    let hold = Hold::default();
-    let held = hold.clone();
-    let backend = HttpServer::start(move |req| {
-        held.wait();
-        accept_as_user(req)
-    });
-    let _release = ReleaseOnDrop(hold.clone());
+    let (backend, hold, _release) = held_backend();
     let s = spawn(cfg_with(WebhookSettings {
         concurrency: 1,
         queue: 1,
@@ -707,7 +638,7 @@ fn a_full_queue_answers_503_at_once() {
     assert_eq!(backend.wait_for(2, DEADLINE).len(), 2);
     assert_eq!(s.stats.clients_online(), 2);
     assert_eq!(metric(s.admin, "wsbeat_handshake_failures_total{status=\"503\"}"), 1);
-    assert_failures(s.admin, &[("webhook_busy", 1)]);
+    assert_auth_failures(s.admin, &[("webhook_busy", 1)]);
 }
 
 #[test]
@@ -752,13 +683,7 @@ fn the_handshake_timeout_covers_authorizing() {
 
 #[test]
 fn a_client_that_leaves_while_authorizing_is_forgotten() {
-    let hold = Hold::default();
-    let held = hold.clone();
-    let backend = HttpServer::start(move |req| {
-        held.wait();
-        accept_as_user(req)
-    });
-    let _release = ReleaseOnDrop(hold.clone());
+    let (backend, hold, _release) = held_backend();
     let s = spawn(cfg(backend.url("/auth")));
     let r = send_upgrade(s.addr, "/?user=gone", "");
     backend.wait_for(1, DEADLINE);
@@ -768,7 +693,7 @@ fn a_client_that_leaves_while_authorizing_is_forgotten() {
     hold.release();
     let mut ws = connect(s.addr, "user=next");
     wait_listed(s.admin, "next");
-    push(s.admin, "next", "ok");
+    push_text(s.admin, "next", "ok");
     assert_eq!(read_text(&mut ws), "ok");
     assert_eq!(client_info(s.admin, "gone").status, 404);
     assert_eq!(s.stats.clients_online(), 1);
@@ -776,13 +701,7 @@ fn a_client_that_leaves_while_authorizing_is_forgotten() {
 
 #[test]
 fn too_much_data_before_the_answer_is_refused() {
-    let hold = Hold::default();
-    let held = hold.clone();
-    let backend = HttpServer::start(move |req| {
-        held.wait();
-        accept_as_user(req)
-    });
-    let _release = ReleaseOnDrop(hold.clone());
+    let (backend, hold, _release) = held_backend();
     let s = spawn(cfg(backend.url("/auth")));
     let mut r = send_upgrade(s.addr, "/?user=eager", "");
     backend.wait_for(1, DEADLINE);
@@ -795,33 +714,6 @@ fn too_much_data_before_the_answer_is_refused() {
     hold.release();
     r.wait_closed();
     assert_eq!(client_info(s.admin, "eager").status, 404);
-}
-
-/// Runs the binary with `args`, expecting it to exit.
-fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = wsbeat_command()
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wsbeat {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (status.code(), err)
 }
 
 #[test]
@@ -871,21 +763,13 @@ fn the_binary_asks_the_webhook() {
         Some("slow") => accept_as_user(req).after(Duration::from_secs(3)),
         _ => accept_as_user(req),
     });
-    let mut cmd = wsbeat_command();
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--auth-webhook-timeout",
-        "300ms",
-        "--auth-webhook",
-    ])
-    .arg(backend.url("/hook"));
+    let mut cmd = wsbeat_on_free_ports();
+    cmd.args(["--auth-webhook-timeout", "300ms", "--auth-webhook"])
+        .arg(backend.url("/hook"));
     let p = start_binary(cmd);
     let mut ws = connect(p.addr, "user=bin-1");
     wait_listed(p.admin, "bin-1");
-    push(p.admin, "bin-1", "hello");
+    push_text(p.admin, "bin-1", "hello");
     assert_eq!(read_text(&mut ws), "hello");
     assert_eq!(backend.requests()[0].target, "/hook");
     // --auth-webhook-timeout is taken.
@@ -893,7 +777,7 @@ fn the_binary_asks_the_webhook() {
     let mut r = send_upgrade(p.addr, "/?user=slow", "");
     assert_eq!(read_refusal(&mut r), (1011, "try again later".to_string()));
     assert!(t.elapsed() < Duration::from_millis(1300), "{:?}", t.elapsed());
-    assert_failures(p.admin, &[("webhook_error", 1)]);
+    assert_auth_failures(p.admin, &[("webhook_error", 1)]);
 }
 
 also_with_two_loops!(

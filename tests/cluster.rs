@@ -92,16 +92,6 @@ fn page_through(node: &Node, limit: usize, total: usize) -> Vec<(String, String)
     }
 }
 
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 // WebSocket clients.
 
 /// The next data frame (server heartbeats skipped), as (opcode, payload).

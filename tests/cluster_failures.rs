@@ -6,12 +6,11 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::{LEASE, Node, expect_event, get, holder_of, is_ready, node_ids, push, read_text, within};
 use common::redis::RedisServer;
-use common::{DEADLINE, Events, Raw, Response, http, read_response, start_binary, wsbeat_command};
+use common::{DEADLINE, Events, Raw, Response, http, read_response, run_to_exit, start_binary, wsbeat_on_free_ports};
 use serde_json::Value;
 use wsbeat::protocol::frame::OpCode;
 
@@ -590,37 +589,6 @@ fn a_partitioned_node_comes_back_settles_its_ids_and_registers_the_rest() {
     assert_eq!((kind.as_str(), d["id"].as_str()), ("online", Some("marker")), "{d}");
 }
 
-/// Runs `wsbeat` with `args` until it exits (at most 10 s, else it is
-/// killed and the test fails): its exit code and stderr.
-fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = wsbeat_command()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsbeat");
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
-    let t = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wsbeat {args:?} did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), reader.join().unwrap())
-}
-
 /// SPEC §1 and §9: a bad cluster flag stops start-up with exit code 2 and
 /// one line naming the flag.
 #[test]
@@ -688,9 +656,8 @@ fn a_node_started_before_redis_serves_locally_and_joins_once_redis_is_up() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}/");
     let started = Instant::now();
-    let mut cmd = wsbeat_command();
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--cluster", &url, "--node-id", "C"])
+    let mut cmd = wsbeat_on_free_ports();
+    cmd.args(["--cluster", &url, "--node-id", "C"])
         .args(["--node-lease", &format!("{}ms", LEASE.as_millis())]);
     let proc = start_binary(cmd);
     let log = proc.log.clone();

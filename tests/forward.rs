@@ -234,16 +234,8 @@ fn forwarding(url: String) -> wsbeat::Config {
 
 /// The binary forwarding to `url`, on free ports.
 fn start_forwarding_binary(url: &str, extra: &[&str]) -> Proc {
-    let mut cmd = wsbeat_command();
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--forward",
-        url,
-    ])
-    .args(extra);
+    let mut cmd = wsbeat_on_free_ports();
+    cmd.args(["--forward", url]).args(extra);
     start_binary(cmd)
 }
 
@@ -283,15 +275,6 @@ fn close(mut ws: Client) {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 const DELIVERED: &str = "wsbeat_forward_delivered_total";

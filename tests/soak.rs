@@ -22,12 +22,8 @@ const PUSHES: usize = 10;
 const ATTACK_TIME: Duration = Duration::from_secs(20);
 
 fn start_server() -> Proc {
-    let mut cmd = wsbeat_command();
+    let mut cmd = wsbeat_on_free_ports();
     cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
         "--heartbeat-interval",
         "1s",
         "--heartbeat-timeout",
@@ -53,17 +49,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.strip_prefix(' '))
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 /// One well-behaved client, driven by the test's own mio loop.

@@ -43,15 +43,6 @@ fn loop_connections(admin: SocketAddr) -> Vec<u64> {
     per_loop.into_iter().map(|(_, n)| n).collect()
 }
 
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 /// Two connections with the same id upgrade at the same instant, one on
 /// each loop, a hundred times: exactly one keeps the id each time (replace:
 /// the other, the older, gets 4001; reject: the newer gets 4002), and the

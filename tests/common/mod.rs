@@ -432,6 +432,14 @@ pub fn wsbeat_command() -> std::process::Command {
     c
 }
 
+/// `wsbeat` on free loopback ports for both listeners (what
+/// [`start_binary`] expects).
+pub fn wsbeat_on_free_ports() -> std::process::Command {
+    let mut c = wsbeat_command();
+    c.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    c
+}
+
 /// Spawns `cmd` (a `wsbeat` listening on port 0 for both listeners) and
 /// reads its addresses from its log.
 pub fn start_binary(mut cmd: std::process::Command) -> Proc {
@@ -531,5 +539,132 @@ impl Events {
         assert_eq!((e.as_str(), d["id"].as_str()), (kind, Some(id)), "{d}");
         assert_eq!(d["reason"].as_str(), reason, "{d}");
         assert!(d["at_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+}
+
+/// The value of the `/metrics` line named `name` exactly (labels included).
+pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let text = http(admin, "GET", "/metrics", "", b"").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `GET /clients/ID`.
+pub fn client_info(admin: SocketAddr, id: &str) -> Response {
+    http(admin, "GET", &format!("/clients/{id}"), "", b"")
+}
+
+/// Waits until the admin API lists `id`, and returns its CLIENT.
+pub fn wait_listed(admin: SocketAddr, id: &str) -> serde_json::Value {
+    let mut found = None;
+    wait_until(&format!("{id} listed"), || {
+        let r = client_info(admin, id);
+        if r.status == 200 {
+            found = Some(r.json());
+        }
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Pushes text `body` to `id` through the admin API (`202` expected).
+pub fn push_text(admin: SocketAddr, id: &str, body: &str) {
+    let r = http(
+        admin,
+        "POST",
+        &format!("/clients/{id}/messages"),
+        "Content-Type: text/plain\r\n",
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+/// Every `wsbeat_auth_failures_total` counter, by reason.
+pub fn auth_failures(admin: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    let text = http(admin, "GET", "/metrics", "", b"").text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("wsbeat_auth_failures_total{reason=\""))
+        .map(|rest| {
+            let (label, value) = rest.split_once("\"} ").unwrap();
+            (label.to_string(), value.trim().parse::<u64>().unwrap())
+        })
+        .collect()
+}
+
+/// Asserts the `wsbeat_auth_failures_total` counters: those in `want`, every
+/// other one 0.
+pub fn assert_auth_failures(admin: SocketAddr, want: &[(&str, u64)]) {
+    let got = auth_failures(admin);
+    for (label, _) in want {
+        assert!(got.contains_key(*label), "no counter for {label:?}: {got:?}");
+    }
+    for (label, value) in &got {
+        let expected = want.iter().find(|(l, _)| l == label).map_or(0, |(_, v)| *v);
+        assert_eq!(
+            *value, expected,
+            "wsbeat_auth_failures_total{{reason={label:?}}}: {got:?}"
+        );
+    }
+}
+
+/// Runs `wsbeat` with `args` until it exits (within [`DEADLINE`], else it is
+/// killed and the test fails): its exit code and stderr.
+pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::Stdio;
+    let mut child = wsbeat_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsbeat");
+    let mut stderr = child.stderr.take().unwrap();
+    // Read as it comes, so that a chatty child never blocks on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wsbeat {args:?} did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+/// A tungstenite client (plain TCP).
+pub type WsClient = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// A tungstenite client upgraded on `/?{query}`, reads bounded by [`DEADLINE`].
+pub fn connect(addr: SocketAddr, query: &str) -> WsClient {
+    let (ws, resp) = tungstenite::connect(format!("ws://{addr}/?{query}")).expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+    }
+    ws
+}
+
+/// The next text message other than a server heartbeat (pings are answered
+/// by tungstenite).
+pub fn read_text(ws: &mut WsClient) -> String {
+    loop {
+        match ws.read().expect("read") {
+            tungstenite::Message::Text(t) if t.as_str() != "heartbeat" => return t.to_string(),
+            tungstenite::Message::Close(f) => panic!("closed: {f:?}"),
+            _ => {}
+        }
     }
 }
