@@ -182,6 +182,35 @@ struct Flags {
     /// A forwarding request not answered by then is retried.
     #[arg(long, env = "WSBEAT_FORWARD_TIMEOUT", default_value = "30s", value_name = "D", value_parser = positive_duration)]
     forward_timeout: Duration,
+
+    /// PEM certificate chain (leaf first): the WebSocket listener speaks
+    /// TLS (wss://). Needs --tls-key. Reloaded on SIGHUP.
+    #[arg(long, env = "WSBEAT_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WSBEAT_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Serve the admin API over TLS too, with the same certificate.
+    #[arg(long, env = "WSBEAT_ADMIN_TLS")]
+    admin_tls: bool,
+}
+
+/// The TLS flags as a setting, or the one line that says which is wrong
+/// (the files are loaded and checked now, so a bad pair never starts).
+fn tls_of(flags: &Flags) -> Result<Option<crate::tls::TlsFiles>, String> {
+    let files = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (Some(_), None) => return Err("'--tls-cert' needs --tls-key".into()),
+        (None, Some(_)) => return Err("'--tls-key' needs --tls-cert".into()),
+        (None, None) => return Ok(None),
+    };
+    crate::tls::TlsCerts::load(files.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(files))
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -361,6 +390,13 @@ where
             return Err(ExitCode::from(2));
         }
     };
+    let tls = match tls_of(&flags) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
     let forward = flags.forward.clone().map(|url| config::ForwardSettings {
         url,
         headers: flags.forward_header.clone(),
@@ -408,6 +444,8 @@ where
         node_lease: flags.node_lease,
         auth,
         forward,
+        tls,
+        admin_tls: flags.admin_tls,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");

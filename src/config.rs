@@ -115,6 +115,11 @@ pub struct Config {
     pub auth: Auth,
     /// Client messages and presence events POSTed to a backend.
     pub forward: Option<ForwardSettings>,
+    /// TLS on the WebSocket listener (`wss://`): the PEM certificate chain
+    /// and key, reloaded on SIGHUP. `None`: plain `ws://`.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The admin API over TLS too, with the same certificate.
+    pub admin_tls: bool,
     /// Whether the server installs its SIGINT/SIGTERM handling (graceful
     /// shutdown; a second signal stops at once). Programs that handle
     /// signals themselves set it to false and call `Handle::shutdown`.
@@ -150,6 +155,8 @@ impl Default for Config {
             node_lease: Duration::from_secs(10),
             auth: Auth::Open,
             forward: None,
+            tls: None,
+            admin_tls: false,
         }
     }
 }
@@ -174,6 +181,8 @@ pub enum ConfigError {
     NodeId(String),
     /// Outside what [`NODE_LEASE_RANGE`] allows.
     NodeLease(Duration),
+    /// `--admin-tls` without a certificate to serve.
+    AdminTlsWithoutCertificate,
 }
 
 /// `--auth-webhook-timeout`.
@@ -227,6 +236,7 @@ impl ConfigError {
             ConfigError::Threads(_) => "--threads",
             ConfigError::NodeId(_) => "--node-id",
             ConfigError::NodeLease(_) => "--node-lease",
+            ConfigError::AdminTlsWithoutCertificate => "--admin-tls",
         }
     }
 }
@@ -257,6 +267,9 @@ impl std::fmt::Display for ConfigError {
                 self.flag()
             ),
             ConfigError::NodeLease(d) => write!(f, "invalid value '{d:?}' for '{}': from 1s to 1h", self.flag()),
+            ConfigError::AdminTlsWithoutCertificate => {
+                write!(f, "'{}' needs --tls-cert and --tls-key", self.flag())
+            }
         }
     }
 }
@@ -285,6 +298,9 @@ impl Config {
         }
         if !NODE_LEASE_RANGE.contains(&self.node_lease) {
             return Err(ConfigError::NodeLease(self.node_lease));
+        }
+        if self.admin_tls && self.tls.is_none() {
+            return Err(ConfigError::AdminTlsWithoutCertificate);
         }
         Ok(())
     }

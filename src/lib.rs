@@ -77,6 +77,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod timer;
+pub mod tls;
 
 pub use config::Config;
 pub use handler::{AppMessage, ConnId, ConnInfo, Control, Handler, NoopHandler, Outgoing};

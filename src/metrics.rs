@@ -55,6 +55,8 @@ pub struct Metrics {
     pub accept_errors: u64,
     /// By [`AuthFailure`] (its index in `ALL`).
     pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// TLS connections closed before their handshake completed.
+    pub tls_handshake_failures: u64,
 }
 
 impl Metrics {
@@ -79,6 +81,7 @@ impl Metrics {
         sum(&mut self.protocol_errors, &o.protocol_errors);
         self.accept_errors += o.accept_errors;
         sum(&mut self.auth_failures, &o.auth_failures);
+        self.tls_handshake_failures += o.tls_handshake_failures;
     }
 
     pub fn auth_failure(&mut self, f: AuthFailure) {
@@ -128,6 +131,8 @@ pub struct Gauges {
     pub cluster: Option<(bool, usize)>,
     /// With `--forward`.
     pub forward: Option<crate::forward::ForwardStats>,
+    /// With `--tls-cert`: certificate reloads that worked, and that failed.
+    pub tls_reloads: Option<[u64; 2]>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -312,6 +317,23 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
     for (f, v) in AuthFailure::ALL.iter().zip(m.auth_failures) {
         let _ = writeln!(o, "wsbeat_auth_failures_total{{reason=\"{}\"}} {v}", f.label());
     }
+    if let Some([ok, error]) = g.tls_reloads {
+        single(
+            o,
+            "wsbeat_tls_handshake_failures_total",
+            "counter",
+            "TLS connections closed before their handshake completed (not TLS, refused versions or ALPN, errors, silence past --handshake-timeout).",
+            m.tls_handshake_failures,
+        );
+        family(
+            o,
+            "wsbeat_tls_reloads_total",
+            "counter",
+            "Certificate reloads on SIGHUP, by result (an error keeps the certificate in use).",
+        );
+        let _ = writeln!(o, "wsbeat_tls_reloads_total{{result=\"ok\"}} {ok}");
+        let _ = writeln!(o, "wsbeat_tls_reloads_total{{result=\"error\"}} {error}");
+    }
     if let Some(f) = g.forward {
         single(
             o,
@@ -390,6 +412,7 @@ mod tests {
                 loop_connections: vec![2, 1],
                 cluster: Some((true, 3)),
                 forward: Some(crate::forward::ForwardStats::default()),
+                tls_reloads: Some([1, 2]),
             },
         );
         let mut families = std::collections::HashSet::new();

@@ -79,8 +79,8 @@ pub(super) fn loop_client_infos(
 /// scrape keeps the hot path free of bookkeeping.
 pub(super) fn loop_numbers(conns: &Connections) -> LoopNumbers {
     let (mut buffering, mut buffered) = (0, 0);
-    for (_, c) in conns.table.iter() {
-        let b = c.buffered_bytes();
+    for (slot, c) in conns.table.iter() {
+        let b = c.buffered_bytes() + conns.tls_buffered(slot);
         buffering += usize::from(b > 0);
         buffered += b;
     }
@@ -238,6 +238,13 @@ impl Backend for LoopBackend<'_> {
                 loop_connections: ordered.iter().map(|n| n.connections_open).collect(),
                 cluster: self.conns.shared.cluster.as_ref().map(|c| (c.is_up(), c.nodes())),
                 forward: self.conns.shared.forwarder.as_ref().map(|f| f.stats()),
+                tls_reloads: self.conns.shared.tls.as_ref().map(|_| {
+                    let r = &self.conns.shared.tls_reloads;
+                    [
+                        r[0].load(std::sync::atomic::Ordering::Relaxed),
+                        r[1].load(std::sync::atomic::Ordering::Relaxed),
+                    ]
+                }),
             },
         ))
     }

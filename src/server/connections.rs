@@ -16,9 +16,13 @@ use super::links::Shared;
 use super::token::conn_token;
 use crate::presence::{ConnId, OfflineReason};
 use crate::session::{After, Context, Drained, Fanout, Session, Sessions};
+use crate::tls::TlsLink;
 
 /// Reads per connection per readiness event before others get their turn.
 const MAX_READS_PER_EVENT: usize = 16;
+/// Plaintext encrypted per write: what a backed-up TLS connection holds as
+/// ciphertext beyond its session's (plaintext) backlog.
+const ENCRYPT_CHUNK: usize = 64 * 1024;
 
 pub(super) type Conn = Session<TcpStream>;
 
@@ -48,6 +52,13 @@ pub(super) struct Connections {
     pub fanout_until: Option<std::time::Instant>,
     /// Messages for single clients that wait for the broadcasts in progress.
     pub behind_fanouts: Vec<crate::handler::Command>,
+    /// The TLS state of each slot (`--tls-cert`), beside the table rather
+    /// than in the session, so that a plain server pays nothing for it.
+    tls: Vec<Option<Box<TlsLink>>>,
+    /// What one read decrypted, and the records to send: shared by every
+    /// TLS connection of the loop, so that an idle one holds no buffer.
+    tls_plain: Vec<u8>,
+    tls_out: Vec<u8>,
 }
 
 impl Connections {
@@ -63,6 +74,9 @@ impl Connections {
             fanouts: VecDeque::new(),
             fanout_until: None,
             behind_fanouts: Vec::new(),
+            tls: Vec::new(),
+            tls_plain: Vec::new(),
+            tls_out: Vec::new(),
         }
     }
 
@@ -78,9 +92,55 @@ impl Connections {
             self.forget_one();
             return Err(e);
         }
+        let tls = match &self.shared.tls {
+            Some(certs) => match TlsLink::new(certs.current()) {
+                Ok(link) => Some(Box::new(link)),
+                Err(e) => {
+                    self.forget_one();
+                    return Err(io::Error::other(format!("TLS: {e}")));
+                }
+            },
+            None => None,
+        };
         entry.insert(Session::accept(stream, id, &mut self.cx));
         self.high_water = self.high_water.max(slot + 1);
+        if tls.is_some() {
+            if self.tls.len() <= slot {
+                self.tls.resize_with(slot + 1, || None);
+            }
+            self.tls[slot] = tls;
+        }
         Ok(())
+    }
+
+    /// Takes a connection out of the table, and its TLS state with it.
+    fn remove(&mut self, idx: usize) -> Conn {
+        let conn = self.table.remove(idx);
+        self.forget_one();
+        if let Some(link) = self.tls.get_mut(idx).and_then(Option::take)
+            && !link.is_established()
+        {
+            // Whatever ended it (an error, silence past the handshake
+            // timeout, the client giving up), the handshake did not complete.
+            self.cx.metrics.tls_handshake_failures += 1;
+        }
+        conn
+    }
+
+    /// Heap bytes a connection's TLS link holds in its own buffers.
+    pub fn tls_buffered(&self, idx: usize) -> usize {
+        self.tls
+            .get(idx)
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.buffered_bytes())
+    }
+
+    /// Ciphertext a TLS connection holds for its socket.
+    fn tls_unsent(&self, idx: usize) -> usize {
+        self.tls
+            .get(idx)
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.unsent().len())
     }
 
     /// A connection of this loop is gone (or never came): one less to count.
@@ -135,8 +195,25 @@ impl Connections {
                 }
             };
             self.cx.metrics.bytes_received += n as u64;
-            let after = conn.on_bytes(&mut self.cx, &mut rbuf[..n]);
+            let after = match self.tls.get_mut(idx).and_then(Option::as_deref_mut) {
+                None => conn.on_bytes(&mut self.cx, &mut rbuf[..n]),
+                Some(_) => match self.tls_input(idx, &mut rbuf[..n]) {
+                    Some(after) => after,
+                    None => return,
+                },
+            };
             if self.apply(idx, after) == Fate::Dropped {
+                return;
+            }
+            if self
+                .tls
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|l| l.peer_closed())
+            {
+                // close_notify: no more input will come.
+                let (reason, why) = self.table[idx].on_eof();
+                self.drop_conn(idx, reason, why);
                 return;
             }
             // A short read drained the socket: with edge-triggered readiness
@@ -154,14 +231,75 @@ impl Connections {
         let _ = self.set_interest(idx, want_write);
     }
 
+    /// A TLS connection's ciphertext: decrypts it, sends what the handshake
+    /// answers, and hands the plaintext to the session. `None`: the
+    /// connection failed and is gone.
+    fn tls_input(&mut self, idx: usize, data: &mut [u8]) -> Option<After> {
+        let Connections {
+            table,
+            tls,
+            tls_plain,
+            tls_out,
+            cx,
+            ..
+        } = self;
+        let conn = &mut table[idx];
+        let link = tls[idx].as_deref_mut()?;
+        tls_plain.clear();
+        tls_out.clear();
+        let received = link.receive(data, tls_plain, tls_out);
+        // Handshake records and alerts go out before anything else.
+        let sent = send_records(&mut conn.io, link, tls_out);
+        cx.metrics.bytes_sent += *sent.as_ref().unwrap_or(&0) as u64;
+        match (received, sent) {
+            (Err(f), _) => {
+                let why = if f.established {
+                    "TLS error"
+                } else {
+                    "TLS handshake failed"
+                };
+                log::debug!("{}: {f}", conn.peer());
+                self.drop_conn(idx, OfflineReason::Error, why);
+                None
+            }
+            (Ok(_), Err(_)) => {
+                self.drop_conn(idx, OfflineReason::Error, "write error");
+                None
+            }
+            (Ok(r), Ok(_)) => {
+                if r.established_now {
+                    log::debug!(
+                        "{}: TLS {:?}, ALPN {}",
+                        conn.peer(),
+                        link.version(),
+                        link.alpn().map_or("none".into(), String::from_utf8_lossy)
+                    );
+                }
+                Some(if tls_plain.is_empty() {
+                    After::Keep
+                } else {
+                    conn.on_bytes(cx, tls_plain)
+                })
+            }
+        }
+    }
+
     fn on_writable(&mut self, idx: usize) -> Fate {
-        let conn = &mut self.table[idx];
-        if conn.backlog() > 0 {
+        let Connections {
+            table,
+            tls,
+            tls_out,
+            cx,
+            ..
+        } = self;
+        let conn = &mut table[idx];
+        let link = tls.get_mut(idx).and_then(Option::as_deref_mut);
+        if conn.backlog() > 0 || link.as_ref().is_some_and(|l| !l.unsent().is_empty()) {
             let (io, unsent) = conn.io_and_unsent();
-            match write_some(io, unsent) {
-                Ok(n) => {
-                    conn.wrote_unsent(n);
-                    self.cx.metrics.bytes_sent += n as u64;
+            match write_plain(io, link, unsent, tls_out) {
+                Ok(w) => {
+                    conn.wrote_unsent(w.plain);
+                    cx.metrics.bytes_sent += w.wire as u64;
                 }
                 Err(_) => {
                     self.drop_conn(idx, OfflineReason::Error, "write error");
@@ -180,8 +318,7 @@ impl Connections {
                 self.cx.out.clear();
                 // The session has already left; closing the descriptor
                 // removes it from the poll set.
-                self.table.remove(idx);
-                self.forget_one();
+                self.remove(idx);
                 Fate::Dropped
             }
             After::Keep => self.flush(idx),
@@ -191,19 +328,26 @@ impl Connections {
     /// Writes what the session produced (in `cx.out`), keeps what the socket
     /// does not take, and runs what must happen once output drains.
     fn flush(&mut self, idx: usize) -> Fate {
-        let conn = &mut self.table[idx];
-        if !self.cx.out.is_empty() {
-            let written = write_some(&mut conn.io, &self.cx.out);
-            match written {
-                Ok(n) => {
-                    self.cx.metrics.bytes_sent += n as u64;
-                    if n < self.cx.out.len() {
-                        conn.keep_unsent(&self.cx.out[n..]);
+        let Connections {
+            table,
+            tls,
+            tls_out,
+            cx,
+            ..
+        } = self;
+        let conn = &mut table[idx];
+        if !cx.out.is_empty() {
+            let link = tls.get_mut(idx).and_then(Option::as_deref_mut);
+            match write_plain(&mut conn.io, link, &cx.out, tls_out) {
+                Ok(w) => {
+                    cx.metrics.bytes_sent += w.wire as u64;
+                    if w.plain < cx.out.len() {
+                        conn.keep_unsent(&cx.out[w.plain..]);
                     }
-                    self.cx.out.clear();
+                    cx.out.clear();
                 }
                 Err(_) => {
-                    self.cx.out.clear();
+                    cx.out.clear();
                     self.drop_conn(idx, OfflineReason::Error, "write error");
                     return Fate::Dropped;
                 }
@@ -213,8 +357,9 @@ impl Connections {
     }
 
     fn after_write(&mut self, idx: usize) -> Fate {
+        let tls_unsent = self.tls_unsent(idx);
         let conn = &mut self.table[idx];
-        if conn.backlog() > 0 {
+        if conn.backlog() > 0 || tls_unsent > 0 {
             return if conn.want_write {
                 Fate::Alive
             } else {
@@ -225,14 +370,15 @@ impl Connections {
         if conn.want_write && self.set_interest(idx, false) == Fate::Dropped {
             return Fate::Dropped;
         }
-        let conn = &mut self.table[idx];
         match drained {
             Drained::Close => {
+                self.close_notify(idx);
                 self.drop_conn(idx, OfflineReason::Closed, "closed");
                 Fate::Dropped
             }
             Drained::ShutWrite => {
-                let _ = conn.io.shutdown(Shutdown::Write);
+                self.close_notify(idx);
+                let _ = self.table[idx].io.shutdown(Shutdown::Write);
                 Fate::Alive
             }
             Drained::Nothing => Fate::Alive,
@@ -257,10 +403,23 @@ impl Connections {
         Fate::Alive
     }
 
+    /// A TLS connection closing cleanly says so (best effort: its output
+    /// is drained, so the socket takes these few bytes).
+    fn close_notify(&mut self, idx: usize) {
+        let Connections {
+            table, tls, tls_out, ..
+        } = self;
+        if let Some(link) = tls.get_mut(idx).and_then(Option::as_deref_mut)
+            && let Ok(n) = link.close_notify(tls_out)
+            && n > 0
+        {
+            let _ = write_some(&mut table[idx].io, &tls_out[..n]);
+        }
+    }
+
     /// Drops a connection for a reason of its socket's (or the loop's).
     pub fn drop_conn(&mut self, idx: usize, reason: OfflineReason, why: &str) {
-        let mut conn = self.table.remove(idx);
-        self.forget_one();
+        let mut conn = self.remove(idx);
         conn.gone(&mut self.cx, reason, why);
         // Closing the descriptor removes it from the poll set.
     }
@@ -287,6 +446,72 @@ impl Sessions for Connections {
     fn carry_out(&mut self, slot: usize, after: After) {
         let _ = self.apply(slot, after);
     }
+}
+
+/// What a write through the transport took: plaintext consumed (encrypted
+/// and sent, or kept as ciphertext by the TLS link), and bytes on the wire.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Wrote {
+    pub plain: usize,
+    pub wire: usize,
+}
+
+/// Writes plaintext through the transport: as is, or encrypted by `link`,
+/// whose ciphertext waiting from before goes first. Encrypts at most one
+/// chunk the socket does not take, so a backed-up connection's backlog
+/// stays plaintext in its session (counted against `--max-backpressure`).
+pub(super) fn write_plain(
+    tcp: &mut TcpStream,
+    link: Option<&mut TlsLink>,
+    plain: &[u8],
+    scratch: &mut Vec<u8>,
+) -> io::Result<Wrote> {
+    let Some(link) = link else {
+        let n = write_some(tcp, plain)?;
+        return Ok(Wrote { plain: n, wire: n });
+    };
+    let mut wire = 0;
+    if !link.unsent().is_empty() {
+        let n = write_some(tcp, link.unsent())?;
+        link.wrote_unsent(n);
+        wire += n;
+        if !link.unsent().is_empty() {
+            return Ok(Wrote { plain: 0, wire });
+        }
+    }
+    let mut done = 0;
+    while done < plain.len() {
+        let chunk = (plain.len() - done).min(ENCRYPT_CHUNK);
+        let n = link
+            .encrypt(&plain[done..done + chunk], scratch)
+            .map_err(|f| io::Error::other(f.to_string()))?;
+        done += chunk;
+        let w = write_some(tcp, &scratch[..n])?;
+        wire += w;
+        if w < n {
+            link.keep_unsent(&scratch[w..n]);
+            break;
+        }
+    }
+    Ok(Wrote { plain: done, wire })
+}
+
+/// Sends records the TLS state machine produced (handshake messages,
+/// alerts), after any ciphertext already waiting; keeps what the socket
+/// does not take. Returns the bytes written.
+fn send_records(tcp: &mut TcpStream, link: &mut TlsLink, records: &[u8]) -> io::Result<usize> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    if !link.unsent().is_empty() {
+        link.keep_unsent(records);
+        return Ok(0);
+    }
+    let n = write_some(tcp, records)?;
+    if n < records.len() {
+        link.keep_unsent(&records[n..]);
+    }
+    Ok(n)
 }
 
 /// Writes as much of `buf` as the socket takes without blocking.

@@ -306,9 +306,37 @@ impl EventLoop {
         let Some(signals) = self.signals.as_mut() else { return };
         let got: Vec<i32> = signals.pending().collect();
         for sig in got {
+            if sig == signal_hook::consts::SIGHUP {
+                self.reload_tls();
+                continue;
+            }
             info!("signal {sig} received");
             // A second one, while already shutting down, stops at once.
             self.begin_shutdown();
+        }
+    }
+
+    /// SIGHUP: the certificate and key are read again. New connections get
+    /// them; open ones keep theirs; a bad file keeps the pair in use.
+    fn reload_tls(&mut self) {
+        let shared = self.shared().clone();
+        let Some(certs) = &shared.tls else {
+            info!("SIGHUP received: no --tls-cert to reload");
+            return;
+        };
+        match certs.reload() {
+            Ok(()) => {
+                shared.tls_reloads[0].fetch_add(1, Ordering::Relaxed);
+                info!(
+                    "SIGHUP: reloaded {} and {}",
+                    certs.files().cert.display(),
+                    certs.files().key.display()
+                );
+            }
+            Err(e) => {
+                shared.tls_reloads[1].fetch_add(1, Ordering::Relaxed);
+                log::error!("SIGHUP: cannot reload the TLS certificate, keeping the one in use: {e}");
+            }
         }
     }
 

@@ -164,6 +164,16 @@ impl Server {
         if let Err(e) = super::raise_fd_limit(cfg.max_connections, cfg.threads) {
             warn!("cannot read or raise the open-file limit: {e}");
         }
+        // The files were checked by the command line; a library caller
+        // hears of a bad one here.
+        let tls = match &cfg.tls {
+            Some(files) => {
+                Some(Arc::new(crate::tls::TlsCerts::load(files.clone()).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+                })?))
+            }
+            None => None,
+        };
         let n = cfg.threads;
         let polls = (0..n).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mut links = Vec::with_capacity(n);
@@ -194,7 +204,9 @@ impl Server {
             None => (None, None),
         };
         let signals = if cfg.handle_signals {
-            let mut s = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            // SIGHUP reloads the certificate (and is ignored without one).
+            let mut s = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             first
                 .registry()
                 .register(&mut s, Source::Signals.token(), Interest::READABLE)?;
@@ -259,6 +271,8 @@ impl Server {
             forward_flush: cfg.shutdown_timeout,
             flush_by: Mutex::new(None),
             running: AtomicUsize::new(n),
+            tls,
+            tls_reloads: Default::default(),
         });
         if let Some(c) = &shared.cluster {
             c.start(Arc::new(ServerNode {
@@ -370,7 +384,8 @@ impl Server {
     /// Runs every loop: loop 0 on the calling thread, the others on threads
     /// of their own. Returns once all have stopped.
     pub fn run(self) -> io::Result<()> {
-        info!("listening on ws://{}", self.local_addr);
+        let scheme = if self.shared.tls.is_some() { "wss" } else { "ws" };
+        info!("listening on {scheme}://{}", self.local_addr);
         info!("{} event loops (--threads)", self.loops.len());
         if let Some(a) = self.admin_addr {
             info!("admin API on http://{a}");

@@ -118,6 +118,11 @@ pub(super) struct Shared {
     /// Loops whose `run` has not returned; the one that brings it to 0 stops
     /// the helper threads.
     pub running: AtomicUsize,
+    /// The certificate of the TLS listeners (`--tls-cert`), swapped on
+    /// SIGHUP; each new connection takes the one of the moment.
+    pub tls: Option<Arc<crate::tls::TlsCerts>>,
+    /// Reloads that worked and that failed (`wsbeat_tls_reloads_total`).
+    pub tls_reloads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl LoopLink {
