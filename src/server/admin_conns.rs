@@ -5,13 +5,14 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use super::connections::write_some;
+use super::connections::{send_records, write_plain, write_some};
 use super::token::admin_token;
 use crate::admin::http::{self, Limits, Parse};
 use crate::admin::{self as api, Backend, RemoteResult, Routed};
@@ -19,9 +20,12 @@ use crate::config::Config;
 use crate::presence::{ConnId, NodeEvent};
 use crate::session::ms;
 use crate::timer::{TimerKey, TimerWheel};
+use crate::tls::{TlsCerts, TlsLink};
 
 struct AdminConn {
     stream: TcpStream,
+    /// With `--admin-tls`: requests and responses below are plaintext.
+    tls: Option<Box<TlsLink>>,
     id: ConnId,
     peer: SocketAddr,
     /// Bytes of requests not yet complete.
@@ -69,10 +73,18 @@ pub(super) struct AdminConns {
     /// Connections whose parked request timed out, to serve what waited
     /// behind it.
     resume: Vec<ConnId>,
+    /// With `--admin-tls`: the certificate, shared with the WebSocket
+    /// listener (and its reloads).
+    tls: Option<Arc<TlsCerts>>,
+    /// TLS records to send, and plaintext not wanted (input after a
+    /// request that ends the connection or starts a stream).
+    tls_out: Vec<u8>,
+    tls_discard: Vec<u8>,
 }
 
 impl AdminConns {
-    pub fn new(cfg: &Config, registry: Registry, read_buffer: usize) -> Self {
+    /// `tls`: the certificate to serve the API with (`--admin-tls`).
+    pub fn new(cfg: &Config, registry: Registry, read_buffer: usize, tls: Option<Arc<TlsCerts>>) -> Self {
         AdminConns {
             table: Slab::new(),
             timers: TimerWheel::new(0),
@@ -85,6 +97,9 @@ impl AdminConns {
             input_cap: http::MAX_HEADER_BYTES + cfg.max_message_size + read_buffer,
             requests: 0,
             resume: Vec::new(),
+            tls,
+            tls_out: Vec::new(),
+            tls_discard: Vec::new(),
         }
     }
 
@@ -123,6 +138,16 @@ impl AdminConns {
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
+                    let tls = match &self.tls {
+                        Some(certs) => match TlsLink::new(certs.current()) {
+                            Ok(link) => Some(Box::new(link)),
+                            Err(e) => {
+                                warn!("admin {peer}: TLS: {e}");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let generation = self.next_generation;
                     self.next_generation = generation.wrapping_add(1) & ConnId::GENERATION_MASK;
                     let entry = self.table.vacant_entry();
@@ -137,6 +162,7 @@ impl AdminConns {
                     let timer = Some(self.timers.schedule(now + self.idle_ms, id));
                     entry.insert(AdminConn {
                         stream,
+                        tls,
                         id,
                         peer,
                         inbuf: Vec::new(),
@@ -196,8 +222,26 @@ impl AdminConns {
                     return;
                 }
                 Ok(n) => {
-                    if !a.events && !a.close_after_flush {
-                        a.inbuf.extend_from_slice(&rbuf[..n]);
+                    let wanted = !a.events && !a.close_after_flush;
+                    match &mut a.tls {
+                        None if wanted => a.inbuf.extend_from_slice(&rbuf[..n]),
+                        None => {}
+                        Some(link) => {
+                            let plain = if wanted { &mut a.inbuf } else { &mut self.tls_discard };
+                            self.tls_out.clear();
+                            let received = link.receive(&mut rbuf[..n], plain, &mut self.tls_out);
+                            self.tls_discard.clear();
+                            let sent = send_records(&mut a.stream, link, &self.tls_out);
+                            if let Err(f) = received {
+                                debug!("admin {}: {f}", a.peer);
+                                self.drop_conn(idx, "TLS failed");
+                                return;
+                            }
+                            if sent.is_err() {
+                                self.drop_conn(idx, "write error");
+                                return;
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -297,14 +341,16 @@ impl AdminConns {
     /// Writes pending output. False if the connection was dropped.
     fn flush(&mut self, idx: usize) -> bool {
         let a = &mut self.table[idx];
-        match write_some(&mut a.stream, &a.out[a.out_pos..]) {
-            Ok(n) => a.out_pos += n,
+        let link = a.tls.as_deref_mut();
+        match write_plain(&mut a.stream, link, &a.out[a.out_pos..], &mut self.tls_out) {
+            Ok(w) => a.out_pos += w.plain,
             Err(_) => {
                 self.drop_conn(idx, "write error");
                 return false;
             }
         }
-        let backlog = a.out.len() - a.out_pos;
+        let tls_unsent = a.tls.as_ref().map_or(0, |l| l.unsent().len());
+        let backlog = a.out.len() - a.out_pos + tls_unsent;
         if backlog > self.max_backpressure {
             // A client that does not read its responses or its event stream.
             self.drop_conn(idx, "backpressure");
@@ -314,6 +360,13 @@ impl AdminConns {
             a.out = Vec::new();
             a.out_pos = 0;
             if a.close_after_flush {
+                if let Some(link) = a.tls.as_deref_mut()
+                    && let Ok(n) = link.close_notify(&mut self.tls_out)
+                {
+                    // Best effort: the output is drained, so these few
+                    // bytes fit in the socket.
+                    let _ = write_some(&mut a.stream, &self.tls_out[..n]);
+                }
                 self.drop_conn(idx, "done");
                 return false;
             }

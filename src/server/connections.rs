@@ -499,7 +499,7 @@ pub(super) fn write_plain(
 /// Sends records the TLS state machine produced (handshake messages,
 /// alerts), after any ciphertext already waiting; keeps what the socket
 /// does not take. Returns the bytes written.
-fn send_records(tcp: &mut TcpStream, link: &mut TlsLink, records: &[u8]) -> io::Result<usize> {
+pub(super) fn send_records(tcp: &mut TcpStream, link: &mut TlsLink, records: &[u8]) -> io::Result<usize> {
     if records.is_empty() {
         return Ok(0);
     }

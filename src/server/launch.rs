@@ -308,7 +308,8 @@ impl Server {
                 cx.forwarding = Some(Vec::new());
             }
             let conns = Connections::new(cx, index, shared.clone(), poll.registry().try_clone()?, reserve);
-            let admin = AdminConns::new(&cfg, poll.registry().try_clone()?, READ_BUFFER);
+            let admin_tls = shared.tls.clone().filter(|_| cfg.admin_tls);
+            let admin = AdminConns::new(&cfg, poll.registry().try_clone()?, READ_BUFFER, admin_tls);
             loops.push(EventLoop {
                 index,
                 poll,
@@ -387,10 +388,11 @@ impl Server {
         let scheme = if self.shared.tls.is_some() { "wss" } else { "ws" };
         info!("listening on {scheme}://{}", self.local_addr);
         info!("{} event loops (--threads)", self.loops.len());
-        if let Some(a) = self.admin_addr {
-            info!("admin API on http://{a}");
-        }
         let cfg = &self.loops[0].conns.cx.cfg;
+        if let Some(a) = self.admin_addr {
+            let scheme = if cfg.admin_tls { "https" } else { "http" };
+            info!("admin API on {scheme}://{a}");
+        }
         if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
             warn!(
                 "--heartbeat-interval ({:?}) is not below --heartbeat-timeout ({:?}): clients that only answer server heartbeats will be evicted",

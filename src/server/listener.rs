@@ -142,12 +142,20 @@ impl Acceptor {
     }
 }
 
-/// Answers a connection that will not be served with `503` and closes it.
+/// Answers a connection that will not be served with `503` and closes it
+/// (a TLS connection is closed without an answer).
 /// What the client already sent is read first, so that closing does not
 /// turn into a reset that could destroy the answer in flight.
 fn refuse(conns: &mut Connections, mut stream: TcpStream, rbuf: &mut [u8], reason: &'static str) {
-    conns.cx.metrics.handshake_failure(503);
     let _ = stream.read(rbuf);
+    if conns.shared.tls.is_some() {
+        // A TLS client would take a plaintext 503 for a broken handshake,
+        // and a full handshake just to refuse is what an overloaded server
+        // cannot afford: the connection is closed, which clients retry.
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    conns.cx.metrics.handshake_failure(503);
     let mut out = Vec::new();
     handshake::write_rejection(&mut out, &Rejection { status: 503, reason });
     // Best effort: the socket buffer of a new connection takes these few
