@@ -235,3 +235,38 @@ crate::also_with_two_loops!(
     on_bind_is_called_once_when_the_id_is_bound,
     on_bind_is_not_called_for_a_refused_id,
 );
+
+/// An embedding program without signal handling reloads the certificate
+/// through its handle: a bad file keeps the pair in use, and both outcomes
+/// are counted.
+#[test]
+fn a_handle_reloads_the_tls_certificate() {
+    let dir = std::env::temp_dir().join(format!("wsbeat-lib-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write_pair = || {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    };
+    write_pair();
+    let files = wsbeat::tls::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let s = spawn(wsbeat::Config {
+        tls: Some(files),
+        ..Default::default()
+    });
+    let reloads = |result: &str| metric(s.admin, &format!("wsbeat_tls_reloads_total{{result=\"{result}\"}}"));
+    write_pair();
+    assert!(s.handle.reload_tls().unwrap());
+    std::fs::write(dir.join("key.pem"), b"not a key").unwrap();
+    let e = s.handle.reload_tls().unwrap_err();
+    assert_eq!(e.flag, "--tls-key");
+    assert_eq!((reloads("ok"), reloads("error")), (1, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Without TLS there is nothing to reload.
+    let plain = spawn(wsbeat::Config::default());
+    assert!(!plain.handle.reload_tls().unwrap());
+}

@@ -55,9 +55,13 @@ pub(super) struct Connections {
     /// The TLS state of each slot (`--tls-cert`), beside the table rather
     /// than in the session, so that a plain server pays nothing for it.
     tls: Vec<Option<Box<TlsLink>>>,
-    /// What one read decrypted, and the records to send: shared by every
-    /// TLS connection of the loop, so that an idle one holds no buffer.
+    /// What one read decrypted, the records its handshake answers, and
+    /// encrypted output: shared by every TLS connection of the loop, so
+    /// that an idle one holds no buffer. `tls_out` keeps its length (only
+    /// the first bytes an encryption reports are meaningful), so that it is
+    /// not zeroed again for every message.
     tls_plain: Vec<u8>,
+    tls_records: Vec<u8>,
     tls_out: Vec<u8>,
 }
 
@@ -76,6 +80,7 @@ impl Connections {
             behind_fanouts: Vec::new(),
             tls: Vec::new(),
             tls_plain: Vec::new(),
+            tls_records: Vec::new(),
             tls_out: Vec::new(),
         }
     }
@@ -239,17 +244,17 @@ impl Connections {
             table,
             tls,
             tls_plain,
-            tls_out,
+            tls_records,
             cx,
             ..
         } = self;
         let conn = &mut table[idx];
         let link = tls[idx].as_deref_mut()?;
         tls_plain.clear();
-        tls_out.clear();
-        let received = link.receive(data, tls_plain, tls_out);
+        tls_records.clear();
+        let received = link.receive(data, tls_plain, tls_records);
         // Handshake records and alerts go out before anything else.
-        let sent = send_records(&mut conn.io, link, tls_out);
+        let sent = send_records(&mut conn.io, link, tls_records);
         cx.metrics.bytes_sent += *sent.as_ref().unwrap_or(&0) as u64;
         match (received, sent) {
             (Err(f), _) => {

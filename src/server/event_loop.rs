@@ -320,23 +320,14 @@ impl EventLoop {
     /// them; open ones keep theirs; a bad file keeps the pair in use.
     fn reload_tls(&mut self) {
         let shared = self.shared().clone();
-        let Some(certs) = &shared.tls else {
-            info!("SIGHUP received: no --tls-cert to reload");
-            return;
-        };
-        match certs.reload() {
-            Ok(()) => {
-                shared.tls_reloads[0].fetch_add(1, Ordering::Relaxed);
-                info!(
-                    "SIGHUP: reloaded {} and {}",
-                    certs.files().cert.display(),
-                    certs.files().key.display()
-                );
+        match shared.reload_tls() {
+            Ok(false) => info!("SIGHUP received: no --tls-cert to reload"),
+            Ok(true) => {
+                if let Some(f) = shared.tls.as_ref().map(|c| c.files()) {
+                    info!("SIGHUP: reloaded {} and {}", f.cert.display(), f.key.display());
+                }
             }
-            Err(e) => {
-                shared.tls_reloads[1].fetch_add(1, Ordering::Relaxed);
-                log::error!("SIGHUP: cannot reload the TLS certificate, keeping the one in use: {e}");
-            }
+            Err(e) => log::error!("SIGHUP: cannot reload the TLS certificate, keeping the one in use: {e}"),
         }
     }
 

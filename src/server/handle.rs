@@ -90,4 +90,11 @@ impl Handle {
     pub fn shutdown(&self) -> Result<(), ServerGone> {
         self.submit(0, Command::Shutdown)
     }
+
+    /// Reads the TLS certificate and key files again (what SIGHUP does for
+    /// the binary): connections accepted from now on use them; on error the
+    /// pair in use stays. `Ok(false)` when the server has no TLS.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::LoadError> {
+        self.shared.reload_tls()
+    }
 }

@@ -148,6 +148,18 @@ impl LoopLink {
 }
 
 impl Shared {
+    /// Reloads the TLS pair (SIGHUP, [`Handle::reload_tls`]) and counts
+    /// the outcome. `Ok(false)`: no TLS.
+    ///
+    /// [`Handle::reload_tls`]: crate::Handle::reload_tls
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::LoadError> {
+        let Some(certs) = &self.tls else { return Ok(false) };
+        let result = certs.reload();
+        let i = usize::from(result.is_err());
+        self.tls_reloads[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result.map(|()| true)
+    }
+
     /// The shutdown must end by `t` (a second signal: now).
     pub fn flush_until(&self, t: std::time::Instant) {
         let mut by = self.flush_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
