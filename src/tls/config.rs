@@ -11,7 +11,6 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ProducesTickets;
 
 /// The two files, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +102,10 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
     }
 }
 
-/// Builds the server configuration from the two files.
-fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Arc<ServerConfig>, LoadError> {
+/// Builds the server configuration from the two files, with new ticket keys.
+fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, LoadError> {
+    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| fail(CERT_FLAG, &files.cert, format!("TLS ticket keys: {e}")))?;
     let chain = load_chain(&files.cert)?;
     let key = load_key(&files.key)?;
     let builder = ServerConfig::builder_with_provider(provider())
@@ -123,11 +124,11 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Arc<Se
         other => fail(KEY_FLAG, &files.key, format!("unusable key: {other}")),
     })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-    // Stateless resumption: a fleet that reconnects after a restart of the
-    // network (not of the server) resumes with a cheap handshake, and the
-    // server keeps nothing per client. One ticket is enough for one
+    // Stateless resumption: a fleet that reconnects after a blip of the
+    // network (not a restart of the server) resumes with a cheap handshake,
+    // and the server keeps nothing per client. One ticket is enough for one
     // reconnect; the tickets' keys rotate by themselves.
-    config.ticketer = ticketer.clone();
+    config.ticketer = ticketer;
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
@@ -136,8 +137,6 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Arc<Se
 /// connection takes the configuration of the moment it is accepted.
 pub struct TlsCerts {
     files: TlsFiles,
-    /// Kept across reloads, so tickets issued before a reload still resume.
-    ticketer: Arc<dyn ProducesTickets>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
@@ -152,12 +151,9 @@ impl fmt::Debug for TlsCerts {
 impl TlsCerts {
     /// Loads and checks both files.
     pub fn load(files: TlsFiles) -> Result<Self, LoadError> {
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| fail(CERT_FLAG, &files.cert, format!("TLS ticket keys: {e}")))?;
-        let config = build(&files, &ticketer)?;
+        let config = build(&files)?;
         Ok(TlsCerts {
             files,
-            ticketer,
             current: RwLock::new(config),
         })
     }
@@ -172,9 +168,12 @@ impl TlsCerts {
     }
 
     /// Reads both files again. On success new connections use them; on
-    /// failure the configuration in use stays.
+    /// failure the configuration in use stays. New ticket keys come with
+    /// the new pair: a client holding a ticket from before does a full
+    /// handshake and sees the new certificate (a pair replaced because its
+    /// key leaked must not live on in resumed sessions).
     pub fn reload(&self) -> Result<(), LoadError> {
-        let config = build(&self.files, &self.ticketer)?;
+        let config = build(&self.files)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
             Err(p) => *p.into_inner() = config,

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod http;
 pub mod jwt;
 pub mod redis;
+pub mod tls;
 
 /// Generous: tests wait for events, never for wall-clock speed.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -475,10 +476,13 @@ pub fn start_binary(mut cmd: std::process::Command) -> Proc {
     let (mut addr, mut admin) = (None, None);
     while addr.is_none() || admin.is_none() {
         let line = rx.recv_timeout(DEADLINE).expect("server start-up log");
-        if let Some(a) = line.split("listening on ws://").nth(1) {
+        // ws:// or, with --tls-cert, wss:// (and https:// with --admin-tls).
+        let listening = ["listening on ws://", "listening on wss://"];
+        if let Some(a) = listening.iter().find_map(|p| line.split(p).nth(1)) {
             addr = Some(a.trim().parse().unwrap());
         }
-        if let Some(a) = line.split("admin API on http://").nth(1) {
+        let admin_api = ["admin API on http://", "admin API on https://"];
+        if let Some(a) = admin_api.iter().find_map(|p| line.split(p).nth(1)) {
             admin = Some(a.trim().parse().unwrap());
         }
         p.startup_log.push(line);
