@@ -428,7 +428,9 @@ fn silent_and_trickling_clients_are_dropped_at_the_handshake_timeout() {
         assert!(took < TIMEOUT + Duration::from_millis(1500), "{took:?}");
     }
     assert!(sent >= 4, "{sent} bytes sent");
-    assert_failures(s.admin(), 2);
+    // Only the trickler began a handshake: a connection that sent nothing
+    // (a load balancer's TCP check) is no TLS failure, though it timed out.
+    assert_failures(s.admin(), 1);
     assert_eq!(
         metric(
             s.admin(),

@@ -241,6 +241,13 @@ impl AdminConns {
                                 self.drop_conn(idx, "write error");
                                 return;
                             }
+                            if link.peer_closed() {
+                                // Nothing more will be read; what is left of
+                                // the answers is of no use to a client that
+                                // has closed.
+                                self.drop_conn(idx, "TLS closed by peer");
+                                return;
+                            }
                         }
                     }
                 }
@@ -502,8 +509,10 @@ impl AdminConns {
             let a = &mut self.table[idx];
             a.close_after_flush = true;
             a.inbuf.clear();
-            if a.out_pos == a.out.len() {
-                self.drop_conn(idx, "shutting down");
+            let tls_unsent = a.tls.as_ref().map_or(0, |l| l.unsent().len());
+            if a.out_pos == a.out.len() && tls_unsent == 0 {
+                // Closes it (with close_notify over TLS): nothing waits.
+                self.flush(idx);
             }
         }
     }

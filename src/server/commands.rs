@@ -181,6 +181,7 @@ impl Connections {
     /// Starts closing every connection: 1001 for the open ones, dropped in
     /// the handshake; the others are already closing.
     pub fn shut_down_all(&mut self) {
+        self.closing_all = true;
         let idxs: Vec<usize> = self.table.iter().map(|(k, _)| k).collect();
         for idx in idxs {
             let after = self.table[idx].shut_down(&mut self.cx);

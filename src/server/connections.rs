@@ -63,6 +63,8 @@ pub(super) struct Connections {
     tls_plain: Vec<u8>,
     tls_records: Vec<u8>,
     tls_out: Vec<u8>,
+    /// The server is closing every connection (shutdown).
+    pub closing_all: bool,
 }
 
 impl Connections {
@@ -82,6 +84,7 @@ impl Connections {
             tls_plain: Vec::new(),
             tls_records: Vec::new(),
             tls_out: Vec::new(),
+            closing_all: false,
         }
     }
 
@@ -124,9 +127,14 @@ impl Connections {
         self.forget_one();
         if let Some(link) = self.tls.get_mut(idx).and_then(Option::take)
             && !link.is_established()
+            && link.received_any()
+            && !self.closing_all
         {
             // Whatever ended it (an error, silence past the handshake
-            // timeout, the client giving up), the handshake did not complete.
+            // timeout, the client giving up), the handshake began and did
+            // not complete. A TCP probe that sent nothing (a load
+            // balancer's health check) is not a failure, nor is the
+            // server's own shutdown.
             self.cx.metrics.tls_handshake_failures += 1;
         }
         conn
@@ -216,7 +224,9 @@ impl Connections {
                 .and_then(Option::as_ref)
                 .is_some_and(|l| l.peer_closed())
             {
-                // close_notify: no more input will come.
+                // close_notify: no more input will come. Answered with ours
+                // (TLS 1.2 requires it).
+                self.close_notify(idx);
                 let (reason, why) = self.table[idx].on_eof();
                 self.drop_conn(idx, reason, why);
                 return;
@@ -319,8 +329,13 @@ impl Connections {
     /// the session produced (in `cx.out`).
     pub fn apply(&mut self, idx: usize, after: After) -> Fate {
         match after {
-            After::Close(..) => {
+            After::Close(reason, _) => {
                 self.cx.out.clear();
+                if reason == OfflineReason::Closed {
+                    // The close handshake is done (the client answered the
+                    // server's close frame): end TLS cleanly too.
+                    self.close_notify(idx);
+                }
                 // The session has already left; closing the descriptor
                 // removes it from the poll set.
                 self.remove(idx);
@@ -412,13 +427,19 @@ impl Connections {
     /// is drained, so the socket takes these few bytes).
     fn close_notify(&mut self, idx: usize) {
         let Connections {
-            table, tls, tls_out, ..
+            table,
+            tls,
+            tls_out,
+            cx,
+            ..
         } = self;
         if let Some(link) = tls.get_mut(idx).and_then(Option::as_deref_mut)
+            && link.unsent().is_empty()
             && let Ok(n) = link.close_notify(tls_out)
             && n > 0
         {
-            let _ = write_some(&mut table[idx].io, &tls_out[..n]);
+            let sent = write_some(&mut table[idx].io, &tls_out[..n]).unwrap_or(0);
+            cx.metrics.bytes_sent += sent as u64;
         }
     }
 

@@ -129,6 +129,9 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, LoadError> {
     // and the server keeps nothing per client. One ticket is enough for one
     // reconnect; the tickets' keys rotate by themselves.
     config.ticketer = ticketer;
+    // Tickets only: a TLS 1.2 client without ticket support does a full
+    // handshake rather than take a slot in a cache of the server's.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }

@@ -46,6 +46,12 @@ pub struct Received {
 /// of every suite offered, used to size the output buffer in one go.
 const RECORD_OVERHEAD: usize = 64;
 const MAX_PLAINTEXT_RECORD: usize = 16 * 1024;
+/// The most input kept between reads: one whole record, or the records of
+/// one handshake message (rustls allows 64 KiB) in records of a sane size.
+/// rustls keeps every record of a handshake message in the caller's buffer
+/// until the message is whole, so a client sending one in 1-byte records
+/// would otherwise make it hold ten times that.
+pub const MAX_PARTIAL: usize = 64 * 1024 + MAX_PLAINTEXT_RECORD + 2048 + 5;
 
 pub struct TlsLink {
     conn: UnbufferedServerConnection,
@@ -60,6 +66,9 @@ pub struct TlsLink {
     sent_close: bool,
     /// A failure was reported: nothing more is sent but the alert.
     failed: bool,
+    /// Some input arrived (a connection that sent nothing at all is a TCP
+    /// probe, not a failed handshake).
+    received: bool,
 }
 
 impl fmt::Debug for TlsLink {
@@ -145,6 +154,27 @@ fn encrypt_room(e: EncryptError) -> Option<usize> {
     }
 }
 
+/// Runs rustls on a client's bytes so that a panic in it (a bug, but one
+/// a client could trigger) fails this connection instead of taking down
+/// the loop and every connection on it. The link is marked failed and
+/// dropped; nothing of its state is used again. (Fuzzing builds abort on
+/// panics, so the fuzzers still see them.)
+fn guarded<T>(f: impl FnOnce() -> Result<T, rustls::Error>) -> Result<T, rustls::Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(rustls::Error::General("the TLS state machine failed".into())))
+}
+
+/// Keeps the input rustls has not consumed for the next read, in a buffer
+/// of its own size (not the capacity of the read it came from), within
+/// [`MAX_PARTIAL`].
+fn keep_partial(partial: &mut Vec<u8>, rest: &[u8]) -> Result<(), rustls::Error> {
+    if rest.len() > MAX_PARTIAL {
+        return Err(rustls::Error::General("a handshake message in too many records".into()));
+    }
+    *partial = rest.to_vec();
+    Ok(())
+}
+
 /// Lets `f` write into `out` after its first `*len` bytes, growing `out`
 /// to the size `f` asks for; a buffer already long enough is not touched
 /// (nor zeroed) before `f` writes.
@@ -182,6 +212,7 @@ impl TlsLink {
             peer_closed: false,
             sent_close: false,
             failed: false,
+            received: false,
         })
     }
 
@@ -193,6 +224,11 @@ impl TlsLink {
     /// The client sent close_notify.
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
+    }
+
+    /// The client sent at least one byte.
+    pub fn received_any(&self) -> bool {
+        self.received
     }
 
     /// The negotiated protocol version, once known.
@@ -210,10 +246,19 @@ impl TlsLink {
     /// caller sends before anything else. `data` is used as scratch space.
     pub fn receive(&mut self, data: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Received, Failure> {
         let was_established = self.established;
+        self.received |= !data.is_empty();
         if self.failed {
             return Err(Failure {
                 error: rustls::Error::General("the connection failed".into()),
                 established: self.established,
+            });
+        }
+        if self.peer_closed {
+            // Data after close_notify is ignored (RFC 8446 §6.1), not kept:
+            // rustls reads no further once it has one.
+            return Ok(Received {
+                established_now: false,
+                peer_closed: true,
             });
         }
         let mut sink = Sink {
@@ -227,24 +272,22 @@ impl TlsLink {
         };
         let result = if self.partial.is_empty() {
             // The common case: whole records in the read, no copy.
-            drive(&mut self.conn, data, &mut sink).map(|used| {
-                if used < data.len() {
-                    self.partial = data[used..].to_vec();
-                }
-            })
+            guarded(|| drive(&mut self.conn, data, &mut sink))
+                .and_then(|used| keep_partial(&mut self.partial, &data[used..]))
         } else {
             let mut input = std::mem::take(&mut self.partial);
             input.extend_from_slice(data);
-            drive(&mut self.conn, &mut input, &mut sink).map(|used| {
-                input.drain(..used);
-                if !input.is_empty() {
-                    self.partial = input;
-                }
-            })
+            guarded(|| drive(&mut self.conn, &mut input, &mut sink))
+                .and_then(|used| keep_partial(&mut self.partial, &input[used..]))
         };
         let (out_len, established, peer_closed) = (sink.out_len, sink.established, sink.peer_closed);
-        self.established |= established;
+        // Also when this input ends in an error: a failure after the
+        // client's Finished is a failure of an established connection.
+        self.established |= established || !self.conn.is_handshaking();
         self.peer_closed |= peer_closed;
+        if peer_closed {
+            self.partial = Vec::new();
+        }
         out.truncate(out_len);
         match result {
             Ok(()) => Ok(Received {
@@ -254,7 +297,11 @@ impl TlsLink {
             Err(error) => {
                 self.partial = Vec::new();
                 self.failed = true;
-                self.alert(out);
+                // The alert is a courtesy: if asking for it fails, none.
+                let _ = guarded(|| {
+                    self.alert(out);
+                    Ok(())
+                });
                 Err(Failure {
                     error,
                     established: self.established,
@@ -263,9 +310,16 @@ impl TlsLink {
         }
     }
 
-    /// After a failure: the alert rustls queued for the peer, if any.
+    /// After a failure: the alert rustls queued for the peer, if any. Only
+    /// queued records are asked for: with nothing queued, rustls would go on
+    /// to deframe, and its handshake deframer may still hold messages of the
+    /// input it failed on, which it then slices out of the empty buffer
+    /// given here (a panic).
     fn alert(&mut self, out: &mut Vec<u8>) {
         for _ in 0..4 {
+            if !self.conn.wants_write() {
+                return;
+            }
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
@@ -330,7 +384,7 @@ impl TlsLink {
         // What was left of the input is passed again: rustls may refer to
         // handshake records in it, and finds no whole record to consume.
         let mut input = std::mem::take(&mut self.partial);
-        let result = drive(&mut self.conn, &mut input, &mut sink);
+        let result = guarded(|| drive(&mut self.conn, &mut input, &mut sink));
         let (len, unsent_app) = (sink.out_len, sink.send.is_some());
         if let Ok(used) = result {
             input.drain(..used);

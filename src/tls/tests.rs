@@ -340,3 +340,124 @@ fn reload_swaps_the_pair_or_keeps_the_old_one() {
     pump(&mut c, &mut link, usize::MAX).unwrap();
     assert!(link.is_established());
 }
+
+// ---- Hostile input: what a failure leaves behind, and what is kept.
+
+/// Inputs that once made rustls slice a handshake message out of the empty
+/// buffer the alert was asked for with (a panic on the loop's thread).
+#[test]
+fn handshake_messages_pending_at_a_failure_do_not_panic() {
+    let p = pair("pending");
+    let mut cases: Vec<Vec<u8>> = vec![
+        // Two empty ClientHellos in one record.
+        vec![0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0, 0, 0, 0x01, 0, 0, 0],
+        // An empty ClientHello, then the header of a longer one.
+        vec![0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0, 0, 0, 0x01, 0, 0, 0x10],
+    ];
+    // A real ClientHello split over two records, then a garbage record.
+    let mut c = client(client_config(&p.cert, &[&rustls::version::TLS13]));
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    let body = &hello[5..];
+    let (a, b) = body.split_at(body.len() / 2);
+    let mut split = Vec::new();
+    for part in [a, b] {
+        split.extend_from_slice(&[0x16, 0x03, 0x01, (part.len() >> 8) as u8, part.len() as u8]);
+        split.extend_from_slice(part);
+    }
+    split.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x04, 1, 2, 3, 4]);
+    cases.push(split);
+    // A ClientHello with a KeyUpdate in the same record.
+    let mut joined = hello.clone();
+    joined.extend_from_slice(&[0x18, 0, 0, 1, 0]);
+    let len = joined.len() - 5;
+    joined[3..5].copy_from_slice(&(len as u16).to_be_bytes());
+    cases.push(joined);
+    for (i, mut input) in cases.into_iter().enumerate() {
+        for chunk in [usize::MAX, 1] {
+            let mut link = server(&p);
+            let (mut plain, mut out) = (Vec::new(), Vec::new());
+            let mut failed = false;
+            for piece in input.clone().chunks_mut(chunk) {
+                if link.receive(piece, &mut plain, &mut out).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(plain.is_empty(), "case {i}");
+            // Whatever it decided, the link answers more input without a
+            // panic, and an error once it has failed.
+            if failed {
+                assert!(link.receive(&mut input, &mut plain, &mut out).is_err());
+            }
+        }
+    }
+}
+
+#[test]
+fn input_after_close_notify_is_ignored_not_kept() {
+    let p = pair("after-close");
+    let mut link = server(&p);
+    let mut c = client(client_config(&p.cert, &[&rustls::version::TLS13]));
+    pump(&mut c, &mut link, usize::MAX).unwrap();
+    c.send_close_notify();
+    let mut wire = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut wire).unwrap();
+    }
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    assert!(link.receive(&mut wire, &mut plain, &mut out).unwrap().peer_closed);
+    for _ in 0..100 {
+        let mut more = vec![0x17; 64 * 1024];
+        let r = link.receive(&mut more, &mut plain, &mut out).unwrap();
+        assert!(r.peer_closed);
+    }
+    assert!(plain.is_empty());
+    assert_eq!(link.buffered_bytes(), 0);
+}
+
+#[test]
+fn a_handshake_message_in_tiny_records_is_bounded() {
+    let p = pair("tiny-records");
+    let mut link = server(&p);
+    // A ClientHello announcing 60 KiB, sent one byte per record.
+    let mut message = vec![0x01, 0x00, 0xF0, 0x00];
+    message.resize(4 + 0xF000, 0);
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    let mut failed = false;
+    for byte in message {
+        let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x01, byte];
+        if link.receive(&mut record, &mut plain, &mut out).is_err() {
+            failed = true;
+            break;
+        }
+        assert!(link.buffered_bytes() <= super::link::MAX_PARTIAL);
+    }
+    assert!(failed, "a 60 KiB message in 1-byte records must be refused");
+}
+
+#[test]
+fn a_split_record_keeps_only_its_own_bytes() {
+    let p = pair("tail");
+    let mut link = server(&p);
+    let mut c = client(client_config(&p.cert, &[&rustls::version::TLS13]));
+    pump(&mut c, &mut link, usize::MAX).unwrap();
+    c.writer().write_all(&[b'x'; 100]).unwrap();
+    let mut wire = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut wire).unwrap();
+    }
+    // A 64 KiB read that ends 12 bytes into a record.
+    let mut read = vec![0u8; 64 * 1024];
+    let n = wire.len();
+    read.truncate(12);
+    read.copy_from_slice(&wire[..12]);
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    link.receive(&mut read, &mut plain, &mut out).unwrap();
+    assert!(link.buffered_bytes() <= 64, "{}", link.buffered_bytes());
+    let mut rest = wire[12..n].to_vec();
+    link.receive(&mut rest, &mut plain, &mut out).unwrap();
+    assert_eq!(plain, [b'x'; 100]);
+    assert_eq!(link.buffered_bytes(), 0);
+    assert!(link.received_any());
+}
