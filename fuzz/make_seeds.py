@@ -111,6 +111,76 @@ def reads(*sizes):
 UNLIMITED = bytes([255])
 
 
+# connection under TLS: byte 1 (N-1 of reads()) also holds the transport in bits 4-5 (1 TLS, 2 TLS
+# ended by the client's close_notify, 3 TLS with the client's last write unencrypted), bit 6 TLS 1.2
+# and bit 7 ChaCha20-Poly1305; the client's write sizes follow the read sizes.
+TLS, TLS_CLOSE_NOTIFY, TLS_RAW_TAIL = 1, 2, 3
+
+
+def tls(read_sizes, write_sizes=(128,), end=TLS, tls12=False, chacha=False, key_updates=()):
+    """Read sizes, transport bits and write sizes (1..=128 bytes, 128: all the rest); a TLS 1.3
+    KeyUpdate before the writes whose indexes are in key_updates."""
+    assert 1 <= len(write_sizes) <= 16 and all(1 <= s <= 128 for s in write_sizes)
+    r = reads(*read_sizes)
+    flags = end << 4 | (0x40 if tls12 else 0) | (0x80 if chacha else 0)
+    w = [s - 1 | (0x80 if i in key_updates else 0) for i, s in enumerate(write_sizes)]
+    return bytes([r[0] | flags]) + r[1:] + bytes([len(write_sizes) - 1] + w)
+
+
+# tls_hello: TLS records and ClientHellos built by hand (a fixed random and key share, so the seeds
+# do not change from one run of this script to the next).
+def record(content_type, body, version=b"\x03\x01"):
+    return bytes([content_type]) + version + struct.pack(">H", len(body)) + body
+
+
+def vec8(b):
+    return bytes([len(b)]) + b
+
+
+def vec16(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def ext(kind, body):
+    return struct.pack(">H", kind) + vec16(body)
+
+
+# RFC 7748 §6.1: Alice's X25519 public key (a valid point, so the server completes its flight).
+X25519_PUBLIC = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+SIG_ALGS = bytes.fromhex("0403080404010503080505010806060108070201")
+
+
+def client_hello(tls13=True, alpn=b"http/1.1", host=b"localhost", suites=None, extra=b""):
+    """A ClientHello handshake message (type 1), not yet in a record."""
+    if suites is None:
+        suites = bytes.fromhex("130113021303c02bcca9") if tls13 else bytes.fromhex("c02bcca9c02c")
+    exts = ext(0, vec16(b"\x00" + vec16(host)))
+    exts += ext(10, vec16(bytes.fromhex("001d0017")))
+    exts += ext(11, vec8(b"\x00"))
+    exts += ext(13, vec16(SIG_ALGS))
+    exts += ext(23, b"") + ext(0xFF01, b"\x00")
+    if alpn is not None:
+        exts += ext(16, vec16(vec8(alpn)))
+    if tls13:
+        exts += ext(43, vec8(bytes.fromhex("03040303")))
+        exts += ext(45, vec8(b"\x01"))
+        exts += ext(51, vec16(bytes.fromhex("001d") + vec16(X25519_PUBLIC)))
+    body = b"\x03\x03" + bytes(range(32)) + vec8(bytes(range(32, 64))) + vec16(suites) + vec8(b"\x00")
+    body += vec16(exts + extra)
+    return b"\x01" + struct.pack(">I", len(body))[1:] + body
+
+
+HELLO_13 = client_hello()
+HELLO_12 = client_hello(tls13=False)
+
+
+def hello_params(read_sizes=(256,), real=False, tls12=False, chacha=False):
+    """tls_hello's byte 0 and read sizes; real: a rustls client's ClientHello goes first."""
+    r = reads(*read_sizes)
+    flags = (0x10 if real else 0) | (0x20 if tls12 else 0) | (0x40 if chacha else 0)
+    return bytes([r[0] | flags]) + r[1:]
+
+
 def utf8_params(frag_sizes=(), read_sizes=(256,), pings=False, hello=False, key=KEY):
     """The 22-byte parameter block of message_utf8."""
     assert len(frag_sizes) <= 7 and 1 <= len(read_sizes) <= 8
@@ -233,6 +303,89 @@ SEEDS = {
         "webhook-fails": bytes([0xC2 | 3 << 4]) + reads(256) + request(b"/ws?client_id=x"),
         "webhook-never-answers": bytes([0xC3 | 3 << 4]) + reads(256) + request(b"/chat"),
         "webhook-too-much-early-data": bytes([0xC0 | 3 << 4]) + reads(256) + request() + frame(BINARY, bytes(9000)),
+        # Over TLS (a handshake first, then the same bytes encrypted by the client).
+        "tls13-upgrade-heartbeat-messages-close": policy()
+        + tls((256,))
+        + request(b"/?client_id=device-42")
+        + frame(TEXT, b"heartbeat")
+        + RFC_HELLO
+        + frame(PING, b"Hello")
+        + RFC_FRAGMENTED
+        + CLOSE_1000,
+        "tls13-chacha-small-records-key-update": policy(path=3, origins=2, limit=1)
+        + tls((1, 17, 3, 64), (7, 64, 33, 2), chacha=True, key_updates=(1,))
+        + RFC_REQUEST
+        + frame(TEXT, b" heartbeat device-7 ")
+        + frame(BINARY, b"\x00\x01", fin=False)
+        + frame(PONG, b"x")
+        + frame(CONT, b"\x02")
+        + CLOSE_1000,
+        "tls12-gcm-heartbeat-liveness": bytes([0x80 | 3 << 4])
+        + tls((100, 7), (128,), tls12=True)
+        + request(b"/ws?client_id=a")
+        + frame(TEXT, b"heartbeat:a")
+        + BIN_256
+        + close(1001, b"going"),
+        "tls12-chacha-byte-records": policy()
+        + tls((5, 256), (1, 3, 128), tls12=True, chacha=True)
+        + request()
+        + frame(TEXT, b"heartbeat")
+        + CLOSE_1000,
+        "tls13-close-notify-after-close": policy()
+        + tls((64,), (128,), end=TLS_CLOSE_NOTIFY)
+        + request(b"/?client_id=device-42")
+        + frame(TEXT, b"heartbeat")
+        + CLOSE_1000,
+        "tls12-close-notify-without-close-frame": policy()
+        + tls((256,), (30,), end=TLS_CLOSE_NOTIFY, tls12=True)
+        + request()
+        + frame(TEXT, b"hello"),
+        "tls13-jwt": policy(jwt=True)
+        + tls((7, 256), (100,))
+        + request(b"/?token=" + TOKEN)
+        + frame(TEXT, b"heartbeat:device-42")
+        + frame(TEXT, b"token " + jwt({"sub": "device-42", "exp": EXP_2100 + 1}))
+        + CLOSE_1000,
+        # The last write unencrypted: frames after an upgrade, or everything (plain HTTP on a TLS
+        # connection).
+        "tls13-raw-tail-after-upgrade": policy()
+        + tls((40,), (100,), end=TLS_RAW_TAIL)
+        + request()
+        + frame(TEXT, b"heartbeat")
+        + RFC_HELLO
+        + CLOSE_1000,
+        "tls12-raw-request": policy() + tls((256,), (128,), end=TLS_RAW_TAIL, tls12=True) + request() + RFC_HELLO,
+        "tls13-raw-record-tail": policy()
+        + tls((256,), end=TLS_RAW_TAIL)
+        + record(0x17, bytes(40), b"\x03\x03"),
+    },
+    "tls_hello": {
+        "client-hello-tls13": hello_params() + record(0x16, HELLO_13),
+        "client-hello-tls12-small-reads": hello_params((3, 50)) + record(0x16, HELLO_12),
+        "client-hello-in-two-records": hello_params((10,)) + record(0x16, HELLO_13[:60]) + record(0x16, HELLO_13[60:]),
+        "client-hello-no-alpn": hello_params() + record(0x16, client_hello(alpn=None)),
+        "client-hello-other-alpn": hello_params() + record(0x16, client_hello(alpn=b"h2")),
+        "client-hello-no-common-suite": hello_params() + record(0x16, client_hello(suites=b"\x00\x2f")),
+        "client-hello-truncated": hello_params((7,)) + record(0x16, HELLO_13)[:-9],
+        "client-hello-then-alert": hello_params() + record(0x16, HELLO_13) + record(0x15, b"\x01\x00", b"\x03\x03"),
+        # Two empty ClientHellos in one record: the first fails, and the alert must not make rustls
+        # slice the second from a buffer other than the one it came in (a panic in rustls once).
+        "failed-hello-with-another-in-its-record": hello_params() + record(0x16, b"\x01\x00\x00\x00" * 2),
+        "oversized-record": hello_params() + b"\x16\x03\x01\xff\xff" + bytes(64),
+        "empty-records": hello_params((1,)) + record(0x16, b"") + record(0x17, b"") + record(0x18, b"\x01"),
+        "plain-http": hello_params() + request(),
+        "sslv2-hello": hello_params() + bytes.fromhex("802b0103010012000000100100800300800700c0060040040080") + bytes(16),
+        "change-cipher-spec-first": hello_params() + record(0x14, b"\x01", b"\x03\x03") + record(0x16, HELLO_13),
+        # After a rustls client's real ClientHello, the second flight.
+        "real-hello-then-nothing": hello_params(real=True),
+        "real-hello-tls13-then-finished-garbage": hello_params((5,), real=True)
+        + record(0x14, b"\x01", b"\x03\x03")
+        + record(0x17, bytes(53), b"\x03\x03"),
+        "real-hello-tls12-then-key-exchange": hello_params(real=True, tls12=True)
+        + record(0x16, b"\x10\x00\x00\x21\x20" + X25519_PUBLIC, b"\x03\x03")
+        + record(0x14, b"\x01", b"\x03\x03")
+        + record(0x16, bytes(40), b"\x03\x03"),
+        "real-hello-chacha-then-second-hello": hello_params((100,), real=True, chacha=True) + record(0x16, HELLO_13),
     },
     "admin_http": {
         "get-clients-limit": bytes([255]) + b"GET /clients?limit=2 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer secret\r\n\r\n",
