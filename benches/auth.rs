@@ -295,6 +295,7 @@ fn run() -> Result<(), String> {
             let opts = Opts {
                 admin_listen: Some(admin),
                 args: args.clone(),
+                ..Opts::default()
             };
             let tag = format!("connect-{}-r{round}", scheme.tag());
             let mut srv = Server::start_with(&launch, Kind::Wsbeat, &tag, 1, &opts)?;
@@ -492,6 +493,7 @@ fn forwarding(launch: &Launch, cfg: &Config, forward: bool, round: u64, clk_tck:
     let opts = Opts {
         admin_listen: Some(admin),
         args,
+        ..Opts::default()
     };
     let tag = if forward { "forward" } else { "echo" };
     let mut srv = Server::start_with(launch, Kind::Wsbeat, &format!("{tag}-r{round}"), 1, &opts)?;

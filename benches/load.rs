@@ -2,7 +2,7 @@
 //! side in one run, both as child processes measured the same way through
 //! `/proc`, driven over loopback by a cheap mio load generator.
 //!
-//! Run: `cargo bench --bench load` (about three minutes). Quick smoke run:
+//! Run: `cargo bench --bench load` (about five minutes). Quick smoke run:
 //! `LOAD_SECS=2 LOAD_IDLE_N=1000 cargo bench --bench load`.
 //!
 //! Environment:
@@ -20,6 +20,16 @@
 //! - `LOAD_MULTI_LOOP_CPUS` (`0-N`): the `taskset -c` list for a wsbeat with
 //!   more than one loop instead (`0`: on the servers' CPU, apart from the
 //!   generator, which measures what several loops cost rather than gain).
+//! - `LOAD_TLS` ("0,1"): `0` runs the scenarios over plain TCP (`ws://`),
+//!   `1` over TLS (`wss://`, the same scenarios named `wss …`), `0,1` both.
+//!   A self-signed ECDSA P-256 certificate for `localhost` is made at start
+//!   (`target/load-bench-tls/`); both servers serve it, the generator trusts
+//!   exactly it. Every TLS connection is a full TLS 1.3 handshake (X25519,
+//!   no resumption), so the connect rows then cost handshake + upgrade.
+//! - `LOAD_TLS_SUITE` (`TLS13_AES_128_GCM_SHA256`, what browsers offer
+//!   first): the cipher suite the generator prefers; both servers follow
+//!   the client's order. rustls clients prefer `TLS13_AES_256_GCM_SHA384`,
+//!   whose SHA-384 key schedule costs the server more per handshake.
 //!
 //! Scenarios, each against wsbeat then the peer, each on a fresh server:
 //! - idle N: N connections upgrade and send one `heartbeat` (then one every
@@ -29,6 +39,9 @@
 //!   connection) / N.
 //! - echo C×K: C connections each keeping K 32-byte text messages in flight.
 //!   Messages/s, round-trip p50/p99, server CPU per echoed message.
+//!
+//! The wss scenarios are the same, over TLS: wsbeat with `--tls-cert
+//! --tls-key`, the peer with tokio-rustls in front of tokio-tungstenite.
 //!
 //! Pinning: with `taskset` and 2+ CPUs, both servers run on CPU 0
 //! (`taskset -c 0`) and the generator on CPU 1 (this process re-executes
@@ -51,13 +64,15 @@ mod procs;
 
 use std::env;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use generator::{Gen, Mode};
 use machine::{clock_ticks_per_sec, cpu_count, cpu_model, cpus_allowed, group, has_program, kernel, mem_total_mib};
-use procs::{Kind, Launch, Server};
+use procs::{Kind, Launch, Opts, Server, TlsFiles};
+use rustls::ClientConfig;
 
 /// Descriptors kept free under the hard limit in the `max` idle scenario.
 const FD_MARGIN: u64 = 200;
@@ -69,10 +84,14 @@ const GENERATOR_CPU: &str = "1";
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--peer-server") {
+        let tls = args
+            .iter()
+            .position(|a| a == "--tls")
+            .and_then(|t| Some((Path::new(args.get(t + 1)?), Path::new(args.get(t + 2)?))));
         return match args.get(i + 1).and_then(|p| p.parse().ok()) {
-            Some(port) => peer::run(port),
+            Some(port) => peer::run(port, tls),
             None => {
-                eprintln!("--peer-server needs a port");
+                eprintln!("--peer-server needs a port (then, for wss://, --tls CERT KEY)");
                 ExitCode::FAILURE
             }
         };
@@ -99,6 +118,8 @@ struct Config {
     idle_ns: Vec<usize>,
     echo: Vec<(usize, usize)>,
     threads: Vec<usize>,
+    /// Plain TCP (`false`) and/or TLS (`true`), in this order.
+    tls: Vec<bool>,
 }
 
 fn config(max_n: usize) -> Result<Config, String> {
@@ -141,12 +162,21 @@ fn config(max_n: usize) -> Result<Config, String> {
             _ => return Err(format!("LOAD_THREADS: bad value {part:?} (want e.g. 1,2)")),
         }
     }
+    let mut tls = Vec::new();
+    for part in env::var("LOAD_TLS").unwrap_or_else(|_| "0,1".into()).split(',') {
+        match part.trim() {
+            "0" if !tls.contains(&false) => tls.push(false),
+            "1" if !tls.contains(&true) => tls.push(true),
+            _ => return Err(format!("LOAD_TLS: bad value {part:?} (want 0, 1 or 0,1)")),
+        }
+    }
     Ok(Config {
         secs,
         warmup_secs,
         idle_ns,
         echo,
         threads,
+        tls,
     })
 }
 
@@ -201,9 +231,16 @@ fn run() -> Result<(), String> {
     let clk_tck = clock_ticks_per_sec();
     let self_cpus = cpus_allowed("self");
     eprintln!(
-        "load: LOAD_SECS={} warm-up {} s, idle N {:?}, echo {:?}; generator on CPUs {self_cpus}",
-        cfg.secs, cfg.warmup_secs, cfg.idle_ns, cfg.echo
+        "load: LOAD_SECS={} warm-up {} s, idle N {:?}, echo {:?}, TLS {:?}; generator on CPUs {self_cpus}",
+        cfg.secs, cfg.warmup_secs, cfg.idle_ns, cfg.echo, cfg.tls
     );
+    // One certificate for the whole run, both servers, every scenario.
+    let tls = if cfg.tls.contains(&true) {
+        let suite = env::var("LOAD_TLS_SUITE").unwrap_or_else(|_| "TLS13_AES_128_GCM_SHA256".into());
+        Some(make_certificate(&target_dir.join("load-bench-tls"), &suite)?)
+    } else {
+        None
+    };
 
     let mut rows: Vec<Row> = Vec::new();
     let mut server_cpus = String::new();
@@ -226,28 +263,50 @@ fn run() -> Result<(), String> {
         .map(|&t| (Kind::Wsbeat, t))
         .chain([(Kind::Peer, 1)])
         .collect();
-    for &n in &cfg.idle_ns {
-        let mut runs = Vec::new();
-        for &(kind, threads) in &servers {
-            let mut srv = Server::start(&launch, kind, &format!("idle-{n}-t{threads}"), threads)?;
-            if threads == 1 {
-                server_cpus = cpus_allowed(&srv.pid().to_string());
+    let mut wire = Wire::default();
+    for &over_tls in &cfg.tls {
+        let (opts, prefix) = match (&tls, over_tls) {
+            (Some((files, client)), true) => {
+                wire.client = Some(client.clone());
+                let opts = Opts {
+                    tls: Some(files.clone()),
+                    ..Opts::default()
+                };
+                (opts, "wss ")
             }
-            runs.push(idle(&mut srv, n, cfg.secs, clk_tck)?);
+            _ => {
+                wire.client = None;
+                (Opts::default(), "")
+            }
+        };
+        let tag = if over_tls { "wss-" } else { "" };
+        for &n in &cfg.idle_ns {
+            let mut runs = Vec::new();
+            for &(kind, threads) in &servers {
+                let mut srv = Server::start_with(&launch, kind, &format!("{tag}idle-{n}-t{threads}"), threads, &opts)?;
+                if threads == 1 {
+                    server_cpus = cpus_allowed(&srv.pid().to_string());
+                }
+                runs.push(idle(&mut srv, &mut wire, n, cfg.secs, clk_tck)?);
+            }
+            add(format!("{prefix}idle {n}"), runs);
         }
-        add(format!("idle {n}"), runs);
-    }
-    for &(c, k) in &cfg.echo {
-        let mut runs = Vec::new();
-        for &(kind, threads) in &servers {
-            let mut srv = Server::start(&launch, kind, &format!("echo-{c}x{k}-t{threads}"), threads)?;
-            runs.push(echo(&mut srv, c, k, cfg.warmup_secs, cfg.secs, clk_tck)?);
+        for &(c, k) in &cfg.echo {
+            let mut runs = Vec::new();
+            for &(kind, threads) in &servers {
+                let tag = format!("{tag}echo-{c}x{k}-t{threads}");
+                let mut srv = Server::start_with(&launch, kind, &tag, threads, &opts)?;
+                runs.push(echo(&mut srv, &mut wire, c, k, cfg.warmup_secs, cfg.secs, clk_tck)?);
+            }
+            add(format!("{prefix}echo {c}×{k}"), runs);
         }
-        add(format!("echo {c}×{k}"), runs);
     }
 
     let elapsed = started.elapsed();
-    let report = render(&rows, &cfg, clk_tck, &server_cpus, &self_cpus, launch.setpriv, elapsed);
+    let mut report = render(&rows, &cfg, clk_tck, &server_cpus, &self_cpus, launch.setpriv, elapsed);
+    if cfg.tls.contains(&true) {
+        report += &tls_setup(&wire);
+    }
     println!("\n{report}");
     let md = target_dir.join("load-bench.md");
     fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
@@ -255,14 +314,63 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn idle(srv: &mut Server, n: usize, secs: u64, clk_tck: f64) -> Result<Measured, String> {
+/// How the generator connects: plain TCP, or TLS with this configuration;
+/// and what the TLS handshakes of the run negotiated, each different
+/// outcome once.
+#[derive(Default)]
+struct Wire {
+    client: Option<Arc<ClientConfig>>,
+    negotiated: Vec<String>,
+}
+
+impl Wire {
+    fn generator(&self, srv: &Server, mode: Mode) -> Result<Gen, String> {
+        let mut g = Gen::new(srv.addr, mode)?;
+        if let Some(config) = &self.client {
+            g.set_tls(config.clone());
+        }
+        Ok(g)
+    }
+
+    /// After a ramp: notes what the first connection negotiated.
+    fn note(&mut self, g: &Gen, who: &str) {
+        if let Some(t) = g.tls_summary()
+            && !self.negotiated.contains(&t)
+        {
+            eprintln!("  {who}: {t}");
+            self.negotiated.push(t);
+        }
+    }
+}
+
+/// Makes a self-signed certificate for `localhost` and 127.0.0.1 (rcgen's
+/// default key: ECDSA P-256) and writes it and its key to `dir`; returns
+/// the files, for the servers, and the generator's TLS configuration
+/// (preferring `suite`).
+fn make_certificate(dir: &Path, suite: &str) -> Result<(TlsFiles, Arc<ClientConfig>), String> {
+    let names = vec![generator::SERVER_NAME.to_string(), "127.0.0.1".to_string()];
+    let made = rcgen::generate_simple_self_signed(names).map_err(|e| format!("making a certificate: {e}"))?;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    fs::write(&files.cert, made.cert.pem()).map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    fs::write(&files.key, made.signing_key.serialize_pem()).map_err(|e| format!("{}: {e}", files.key.display()))?;
+    let client =
+        generator::client_config(made.cert.der().clone(), suite).map_err(|e| format!("LOAD_TLS_SUITE: {e}"))?;
+    Ok((files, client))
+}
+
+fn idle(srv: &mut Server, wire: &mut Wire, n: usize, secs: u64, clk_tck: f64) -> Result<Measured, String> {
     let who = srv.kind.label();
     let rss0 = srv.rss_kib()?;
     let cpu0 = srv.cpu_ticks()?;
     let gen0 = procs::proc_cpu_ticks("/proc/self/stat")?;
-    let mut g = Gen::new(srv.addr, Mode::Idle)?;
+    let mut g = wire.generator(srv, Mode::Idle)?;
     let ramp = g.ramp(n, srv)?;
     let gen1 = procs::proc_cpu_ticks("/proc/self/stat")?;
+    wire.note(&g, who);
     // Let the server take in the last heartbeats before reading its CPU time.
     g.run_for(Duration::from_millis(200), srv)?;
     let cpu1 = srv.cpu_ticks()?;
@@ -278,7 +386,8 @@ fn idle(srv: &mut Server, n: usize, secs: u64, clk_tck: f64) -> Result<Measured,
     let rss_per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64;
     let gen_busy = (gen1 - gen0) as f64 / clk_tck / ramp.as_secs_f64() * 100.0;
     eprintln!(
-        "  idle {n:>6} {who:<17} ramp {:.2} s ({rate:.0}/s), CPU {:.2} s, RSS {:.1} → {:.1} MiB ({rss_per_conn:.0} B/conn)",
+        "  {}idle {n:>6} {who:<17} ramp {:.2} s ({rate:.0}/s), CPU {:.2} s, RSS {:.1} → {:.1} MiB ({rss_per_conn:.0} B/conn)",
+        if wire.client.is_some() { "wss " } else { "" },
         ramp.as_secs_f64(),
         (cpu1 - cpu0) as f64 / clk_tck,
         rss0 as f64 / 1024.0,
@@ -295,6 +404,7 @@ fn idle(srv: &mut Server, n: usize, secs: u64, clk_tck: f64) -> Result<Measured,
 
 fn echo(
     srv: &mut Server,
+    wire: &mut Wire,
     conns: usize,
     in_flight: usize,
     warmup: u64,
@@ -302,8 +412,9 @@ fn echo(
     clk_tck: f64,
 ) -> Result<Measured, String> {
     let who = srv.kind.label();
-    let mut g = Gen::new(srv.addr, Mode::Echo { in_flight })?;
+    let mut g = wire.generator(srv, Mode::Echo { in_flight })?;
     g.ramp(conns, srv)?;
+    wire.note(&g, who);
     g.run_for(Duration::from_secs(warmup), srv)?;
     let gen0 = procs::proc_cpu_ticks("/proc/self/stat")?;
     let cpu0 = srv.cpu_ticks()?;
@@ -324,7 +435,8 @@ fn echo(
     let cpu_s = (cpu1 - cpu0) as f64 / clk_tck;
     let rate = stats.echoes as f64 / wall;
     eprintln!(
-        "  echo {conns}×{in_flight} {who:<17} {rate:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.0}%, generator CPU {:.0}%",
+        "  {}echo {conns}×{in_flight} {who:<17} {rate:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.0}%, generator CPU {:.0}%",
+        if wire.client.is_some() { "wss " } else { "" },
         pct(50),
         pct(99),
         cpu_s / wall * 100.0,
@@ -370,6 +482,8 @@ fn render(
         "LOAD_THREADS",
         "LOAD_MULTI_LOOP_CPUS",
         "LOAD_WSBEAT_BIN",
+        "LOAD_TLS",
+        "LOAD_TLS_SUITE",
     ]
     .iter()
     .filter_map(|k| env::var(k).ok().map(|v| format!("{k}={v}")))
@@ -440,4 +554,17 @@ fn render(
         clk_tck
     );
     s
+}
+
+/// The wss rows' setup, for the report.
+fn tls_setup(wire: &Wire) -> String {
+    format!(
+        "\nwss rows: the same scenarios over TLS, one self-signed ECDSA P-256 certificate for both servers \
+         (wsbeat `--tls-cert --tls-key`: rustls's unbuffered API; the peer: tokio-rustls, rustls's buffered \
+         connection). Both on aws-lc-rs with TLS 1.3 and 1.2, ALPN `http/1.1`, one stateless TLS 1.3 ticket per \
+         connection. The generator (rustls client) offers the same (its preferred suite first: `LOAD_TLS_SUITE`), \
+         trusts exactly that certificate and never resumes: each connection is a full handshake, then the \
+         upgrade. Negotiated: {}.\n",
+        wire.negotiated.join("; ")
+    )
 }

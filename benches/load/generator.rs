@@ -2,15 +2,26 @@
 //! upgrade requests and pre-encoded masked frames. It parses only frame
 //! headers (server frames are unmasked) and never builds a message object,
 //! so that per message it does less work than the servers it measures.
+//!
+//! With `set_tls`, each connection is a rustls `ClientConnection` (TLS 1.3,
+//! X25519, no resumption: every connection is a full handshake) that trusts
+//! exactly the bench's certificate. Ciphertext is read with one `read` per
+//! event into the shared buffer, as without TLS, and handed to rustls.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wsbeat::protocol::frame::{OpCode, encode_frame_masked, parse_header_any};
 
@@ -53,6 +64,9 @@ enum St {
 struct Conn {
     sock: TcpStream,
     st: St,
+    /// `wss://`: plaintext goes through it (`wbuf` then holds plaintext not
+    /// yet handed to it, and it keeps the ciphertext the socket did not take).
+    tls: Option<Box<ClientConnection>>,
     /// Bytes of an incomplete head or frame, carried to the next read.
     rbuf: Vec<u8>,
     /// Bytes not yet accepted by the socket.
@@ -89,6 +103,8 @@ struct Shared {
     /// The query of connection i's upgrade request, instead of
     /// `client_id=load-{i}` (see `Gen::set_queries`).
     queries: Option<Vec<String>>,
+    /// `wss://` (see `Gen::set_tls`), and the name asked for.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 impl Shared {
@@ -115,6 +131,8 @@ pub struct Gen {
     conns: Vec<Conn>,
     sh: Shared,
     scratch: Vec<u8>,
+    /// What one read decrypted (TLS only).
+    plain: Vec<u8>,
     last_alive_check: Instant,
     next_heartbeat: Instant,
 }
@@ -141,8 +159,10 @@ impl Gen {
                 opened: 0,
                 budget: None,
                 queries: None,
+                tls: None,
             },
             scratch: vec![0; 64 * 1024],
+            plain: Vec::new(),
             last_alive_check: Instant::now(),
             next_heartbeat: Instant::now() + HEARTBEAT_EVERY,
         })
@@ -183,6 +203,27 @@ impl Gen {
             self.step(srv)?;
         }
         Ok(())
+    }
+
+    /// What the first connection negotiated: TLS version, cipher suite, key
+    /// exchange group and ALPN protocol (`None` without TLS or connections).
+    #[allow(dead_code)] // used by benches/load.rs only
+    pub fn tls_summary(&self) -> Option<String> {
+        let tls = self.conns.first()?.tls.as_ref()?;
+        Some(format!(
+            "{:?}, {:?}, {:?}, ALPN {}",
+            tls.protocol_version()?,
+            tls.negotiated_cipher_suite()?.suite(),
+            tls.negotiated_key_exchange_group()?.name(),
+            tls.alpn_protocol().map_or("none".into(), String::from_utf8_lossy)
+        ))
+    }
+
+    /// Connects with TLS (`wss://`) from now on. Call before `ramp`.
+    #[allow(dead_code)] // used by benches/load.rs only
+    pub fn set_tls(&mut self, config: Arc<ClientConfig>) {
+        self.plain = vec![0; 64 * 1024];
+        self.sh.tls = Some((config, ServerName::DnsName(SERVER_NAME.try_into().expect("a DNS name"))));
     }
 
     /// Connection i's upgrade request asks for `/?{queries[i]}` instead of
@@ -279,9 +320,17 @@ impl Gen {
             .registry()
             .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| err("epoll_ctl", e))?;
+        let tls = match &self.sh.tls {
+            // The ClientHello waits in it until the socket is connected.
+            Some((config, name)) => Some(Box::new(
+                ClientConnection::new(config.clone(), name.clone()).map_err(|e| format!("connection {i}: TLS: {e}"))?,
+            )),
+            None => None,
+        };
         self.conns.push(Conn {
             sock,
             st: St::Connecting,
+            tls,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             sent_at: VecDeque::new(),
@@ -301,7 +350,8 @@ impl Gen {
             // Per event, not per poll: a batch of a thousand events takes
             // long enough to matter to round-trip times.
             let now = Instant::now();
-            if let Err(e) = handle(i, &mut self.conns[i], &mut self.sh, &mut self.scratch, readable, now) {
+            let bufs = (&mut self.scratch[..], &mut self.plain[..]);
+            if let Err(e) = handle(i, &mut self.conns[i], &mut self.sh, bufs, readable, now) {
                 // A dead server explains a failed connection better.
                 srv.check_alive_within(Duration::from_millis(500))?;
                 return Err(format!("{}: connection {i}: {e}", srv.kind.label()));
@@ -327,11 +377,12 @@ impl Gen {
 
 const EINPROGRESS: i32 = 115;
 
+/// `bufs`: where a read goes, and where TLS puts what it decrypts.
 fn handle(
     i: usize,
     c: &mut Conn,
     sh: &mut Shared,
-    scratch: &mut [u8],
+    (scratch, plain): (&mut [u8], &mut [u8]),
     readable: bool,
     now: Instant,
 ) -> Result<(), String> {
@@ -362,26 +413,68 @@ fn handle(
     }
     if readable {
         loop {
-            match c.sock.read(scratch) {
+            let k = match c.sock.read(scratch) {
                 Ok(0) => return Err("the server closed the connection".into()),
-                Ok(k) => {
-                    on_data(c, sh, &scratch[..k], now)?;
-                    // A short read emptied the socket; epoll signals the next
-                    // arrival anew, so no extra read to see EAGAIN.
-                    if k < scratch.len() {
-                        break;
-                    }
-                }
+                Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read: {e}")),
+            };
+            if c.tls.is_some() {
+                tls_data(c, sh, &scratch[..k], plain, now)?;
+            } else {
+                on_data(c, sh, &scratch[..k], now)?;
+            }
+            // A short read emptied the socket; epoll signals the next
+            // arrival anew, so no extra read to see EAGAIN.
+            if k < scratch.len() {
+                break;
             }
         }
     }
     flush(c)
 }
 
+/// Hands ciphertext to the connection's TLS state and what it decrypts to
+/// `on_data`; the handshake's answers wait in it for `flush`.
+fn tls_data(c: &mut Conn, sh: &mut Shared, mut data: &[u8], plain: &mut [u8], now: Instant) -> Result<(), String> {
+    // rustls takes a bounded amount per `read_tls`: feed it until all is in.
+    while !data.is_empty() {
+        let tls = c.tls.as_mut().expect("a TLS connection");
+        tls.read_tls(&mut data).map_err(|e| format!("TLS read: {e}"))?;
+        tls.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+        loop {
+            let tls = c.tls.as_mut().expect("a TLS connection");
+            match tls.reader().read(plain) {
+                Ok(0) => return Err("the server closed the TLS connection (close_notify)".into()),
+                Ok(n) => on_data(c, sh, &plain[..n], now)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("TLS: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn flush(c: &mut Conn) -> Result<(), String> {
+    if let Some(tls) = c.tls.as_mut() {
+        // Encrypted as one record (buffered until the handshake completes),
+        // then written with whatever else rustls has to send.
+        if !c.wbuf.is_empty() {
+            tls.writer().write_all(&c.wbuf).map_err(|e| format!("TLS write: {e}"))?;
+            c.wbuf.clear();
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut c.sock) {
+                Ok(0) => return Err("write returned 0".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        return Ok(());
+    }
     while !c.wbuf.is_empty() {
         match c.sock.write(&c.wbuf) {
             Ok(0) => return Err("write returned 0".into()),
@@ -503,6 +596,92 @@ fn on_message(c: &mut Conn, sh: &mut Shared, payload: &[u8], now: Instant) -> Re
             }
             Ok(())
         }
+    }
+}
+
+/// The name the TLS clients ask for (SNI), one of the certificate's names.
+pub const SERVER_NAME: &str = "localhost";
+
+/// The clients' TLS configuration: aws-lc-rs, TLS 1.3 and 1.2 offered,
+/// ALPN `http/1.1` (as a browser's WebSocket offers), no resumption, and
+/// `cert` as the one certificate trusted. `prefer` (e.g.
+/// `TLS13_AES_128_GCM_SHA256`) is offered first, the others after it in
+/// the provider's order: a server that follows the client's order (both
+/// here do) picks it.
+#[allow(dead_code)] // used by benches/load.rs only
+pub fn client_config(cert: CertificateDer<'static>, prefer: &str) -> Result<Arc<ClientConfig>, String> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let name = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+    if !provider.cipher_suites.iter().any(|s| name(s) == prefer) {
+        let known: Vec<String> = provider.cipher_suites.iter().map(name).collect();
+        return Err(format!("no cipher suite {prefer:?} (known: {})", known.join(", ")));
+    }
+    // A stable sort: the rest keep the provider's order.
+    provider.cipher_suites.sort_by_key(|s| name(s) != prefer);
+    let provider = Arc::new(provider);
+    let verifier = Arc::new(Pinned {
+        cert,
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS client: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every connection a full handshake: the server's cost for a new client.
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Trusts one certificate by its bytes, instead of building a chain to a
+/// root: a web PKI check would spend the generator's CPU on a signature
+/// that says nothing here. The handshake signature is still verified.
+#[derive(Debug)]
+struct Pinned {
+    cert: CertificateDer<'static>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
     }
 }
 

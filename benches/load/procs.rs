@@ -43,13 +43,22 @@ pub struct Launch {
     pub log_dir: PathBuf,
 }
 
-/// What a wsbeat server gets beyond the flags of `Server::start`.
+/// What a server gets beyond the flags every run gives it (`Server::start_with`).
 #[derive(Clone, Debug, Default)]
 pub struct Opts {
-    /// `--admin-listen` (instead of `127.0.0.1:0`), to reach its admin API.
+    /// wsbeat: `--admin-listen` (instead of `127.0.0.1:0`), to reach its admin API.
     pub admin_listen: Option<SocketAddr>,
-    /// Appended to the command line, e.g. `--auth-jwt-secret S`.
+    /// wsbeat: appended to the command line, e.g. `--auth-jwt-secret S`.
     pub args: Vec<String>,
+    /// Both servers: `wss://` with this certificate.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate and its key, PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running server. Dropping it kills the process (SIGKILL) and reaps it.
@@ -66,11 +75,6 @@ impl Server {
     /// Starts a server on a free loopback port and waits until it accepts
     /// TCP connections. `tag` names its log file.
     /// `threads`: wsbeat's `--threads` (ignored for the peer).
-    pub fn start(l: &Launch, kind: Kind, tag: &str, threads: usize) -> Result<Server, String> {
-        Server::start_with(l, kind, tag, threads, &Opts::default())
-    }
-
-    /// `start`, with `opts` for a wsbeat server (ignored for the peer).
     pub fn start_with(l: &Launch, kind: Kind, tag: &str, threads: usize, opts: &Opts) -> Result<Server, String> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -102,9 +106,29 @@ impl Server {
                 .map(String::from)
                 .into_iter()
                 .chain(opts.args.iter().cloned())
+                .chain(opts.tls.iter().flat_map(|t| {
+                    [
+                        "--tls-cert".into(),
+                        t.cert.display().to_string(),
+                        "--tls-key".into(),
+                        t.key.display().to_string(),
+                    ]
+                }))
                 .collect(),
             ),
-            Kind::Peer => (&l.self_exe, vec!["--peer-server".into(), port.to_string()]),
+            Kind::Peer => (
+                &l.self_exe,
+                ["--peer-server".into(), port.to_string()]
+                    .into_iter()
+                    .chain(opts.tls.iter().flat_map(|t| {
+                        [
+                            "--tls".into(),
+                            t.cert.display().to_string(),
+                            t.key.display().to_string(),
+                        ]
+                    }))
+                    .collect(),
+            ),
         };
         // setpriv and taskset both exec in place, so the child's pid is the
         // server's own (checked below through /proc/PID/exe).
