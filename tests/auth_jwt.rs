@@ -596,14 +596,7 @@ fn bad_auth_flags_exit_2_with_one_line_naming_the_flag() {
         (vec!["--auth-jwt-audience", "wsbeat"], "--auth-jwt-audience", ""),
         (vec!["--auth-jwt-secret", ""], "--auth-jwt-secret", "empty"),
     ];
-    for (flags, flag, also) in cases {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-        args.extend(&flags);
-        let (code, err) = run_to_exit(&args);
-        assert_eq!(code, Some(2), "{flags:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{flags:?}: {err}");
-        assert!(err.contains(flag) && err.contains(also), "{flags:?}: {err}");
-    }
+    assert_refused_at_start(&cases);
 }
 
 #[test]

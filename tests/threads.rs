@@ -28,21 +28,6 @@ fn cfg() -> wsbeat::Config {
     }
 }
 
-/// Connections per loop, from `/metrics`.
-fn loop_connections(admin: SocketAddr) -> Vec<u64> {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    let mut per_loop: Vec<(usize, u64)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("wsbeat_loop_connections{loop=\""))
-        .map(|l| {
-            let (i, rest) = l.split_once("\"} ").unwrap();
-            (i.parse().unwrap(), rest.parse().unwrap())
-        })
-        .collect();
-    per_loop.sort();
-    per_loop.into_iter().map(|(_, n)| n).collect()
-}
-
 /// Two connections with the same id upgrade at the same instant, one on
 /// each loop, a hundred times: exactly one keeps the id each time (replace:
 /// the other, the older, gets 4001; reject: the newer gets 4002), and the

@@ -27,21 +27,6 @@ fn assert_failures(admin: SocketAddr, n: u64) {
     assert_eq!(metric(admin, FAILURES), n);
 }
 
-/// Connections per loop, from `/metrics`.
-fn loop_connections(admin: SocketAddr) -> Vec<u64> {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
-    let mut per_loop: Vec<(usize, u64)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("wsbeat_loop_connections{loop=\""))
-        .map(|l| {
-            let (i, rest) = l.split_once("\"} ").unwrap();
-            (i.parse().unwrap(), rest.parse().unwrap())
-        })
-        .collect();
-    per_loop.sort();
-    per_loop.into_iter().map(|(_, n)| n).collect()
-}
-
 // ---- wss:// carries the WebSocket protocol unchanged.
 
 #[test]
@@ -578,14 +563,7 @@ fn bad_tls_flags_exit_2_with_one_line_naming_the_flag() {
         ),
         (vec!["--admin-tls"], "--admin-tls", "--tls-cert"),
     ];
-    for (flags, flag, also) in cases {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-        args.extend(&flags);
-        let (code, err) = run_to_exit(&args);
-        assert_eq!(code, Some(2), "{flags:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{flags:?}: {err}");
-        assert!(err.contains(flag) && err.contains(also), "{flags:?}: {err}");
-    }
+    assert_refused_at_start(&cases);
 }
 
 #[test]

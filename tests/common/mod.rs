@@ -661,9 +661,37 @@ pub fn connect(addr: SocketAddr, query: &str) -> WsClient {
     ws
 }
 
+/// Each set of flags stops start-up with exit code 2 and one line naming
+/// `flag` and saying `also`.
+pub fn assert_refused_at_start(cases: &[(Vec<&str>, &str, &str)]) {
+    for (flags, flag, also) in cases {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        args.extend(flags);
+        let (code, err) = run_to_exit(&args);
+        assert_eq!(code, Some(2), "{flags:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flags:?}: {err}");
+        assert!(err.contains(flag) && err.contains(also), "{flags:?}: {err}");
+    }
+}
+
+/// Connections per loop, from `/metrics`.
+pub fn loop_connections(admin: SocketAddr) -> Vec<u64> {
+    let text = http(admin, "GET", "/metrics", "", b"").text();
+    let mut per_loop: Vec<(usize, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("wsbeat_loop_connections{loop=\""))
+        .map(|l| {
+            let (i, rest) = l.split_once("\"} ").unwrap();
+            (i.parse().unwrap(), rest.parse().unwrap())
+        })
+        .collect();
+    per_loop.sort();
+    per_loop.into_iter().map(|(_, n)| n).collect()
+}
+
 /// The next text message other than a server heartbeat (pings are answered
-/// by tungstenite).
-pub fn read_text(ws: &mut WsClient) -> String {
+/// by tungstenite), over any transport.
+pub fn read_text<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> String {
     loop {
         match ws.read().expect("read") {
             tungstenite::Message::Text(t) if t.as_str() != "heartbeat" => return t.to_string(),

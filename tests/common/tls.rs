@@ -278,13 +278,7 @@ pub fn wss_connect(addr: SocketAddr, cfg: &Arc<ClientConfig>, query: &str) -> Ws
 /// The next text message other than a server heartbeat (pings are answered
 /// by tungstenite).
 pub fn next_text(ws: &mut Wss) -> String {
-    loop {
-        match ws.read().expect("read") {
-            tungstenite::Message::Text(t) if t.as_str() != "heartbeat" => return t.to_string(),
-            tungstenite::Message::Close(f) => panic!("closed: {f:?}"),
-            _ => {}
-        }
-    }
+    super::read_text(ws)
 }
 
 /// The next binary message.
