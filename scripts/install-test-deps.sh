@@ -3,6 +3,8 @@
 # - redis-server (the Debian package), which the cluster tests start
 #   themselves, one instance per test on a free loopback port;
 # - chromium (the Debian package), which the browser test drives headless;
+# - systemd-analyze (the Debian package systemd) and /bin/kill (procps),
+#   with which tests/deploy.rs verifies deploy/wsbeat.service;
 # - tests/browser/node_modules (`npm ci` from its package-lock.json: the
 #   pinned playwright-core that drives chromium), needing node >= 20 and npm.
 # Idempotent; one line of output per dependency when all is there.
@@ -26,12 +28,16 @@ as_root() {
 CHROMIUM=/usr/bin/chromium
 
 redis_line() { echo "install-test-deps: $1 redis-server $(command -v redis-server) ($(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'))"; }
+systemd_line() { echo "install-test-deps: $1 systemd-analyze $(command -v systemd-analyze) ($(systemd-analyze --version | head -n 1))"; }
 chromium_line() { echo "install-test-deps: $1 chromium $CHROMIUM ($("$CHROMIUM" --version 2>/dev/null | head -n 1))"; }
 
 # --- Debian packages: one apt-get update for whatever is missing -------------
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [[ -x "$CHROMIUM" ]] || missing+=(chromium)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The unit's ExecReload= runs it, so verify wants it there.
+[[ -x /bin/kill ]] || missing+=(procps)
 if ((${#missing[@]})); then
     command -v apt-get >/dev/null || die "${missing[*]} missing and there is no apt-get: install ${missing[*]} yourself"
     echo "install-test-deps: ${missing[*]} missing, installing the Debian package(s)"
@@ -68,6 +74,21 @@ if [[ " ${missing[*]} " == *" chromium "* ]]; then
     chromium_line installed
 else
     chromium_line found
+fi
+
+if [[ " ${missing[*]} " == *" systemd "* || " ${missing[*]} " == *" procps "* ]]; then
+    # Only the tools: no recommends (dbus, timesyncd), and no systemd-sysv,
+    # so the container's init is not replaced. The package starts nothing
+    # where systemd is not running (no /run/systemd/system).
+    pkgs=()
+    [[ " ${missing[*]} " == *" systemd "* ]] && pkgs+=(systemd)
+    [[ " ${missing[*]} " == *" procps "* ]] && pkgs+=(procps)
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+    command -v systemd-analyze >/dev/null || die "systemd-analyze is still not on PATH after installing the systemd package"
+    [[ -x /bin/kill ]] || die "/bin/kill is still missing after installing the procps package"
+    systemd_line installed
+else
+    systemd_line found
 fi
 
 # --- tests/browser/node_modules ------------------------------------------------

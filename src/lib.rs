@@ -73,6 +73,7 @@ pub mod handler;
 pub mod http_client;
 pub mod metrics;
 pub mod presence;
+pub mod process_stats;
 pub mod protocol;
 pub mod server;
 pub mod session;

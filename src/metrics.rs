@@ -133,11 +133,20 @@ pub struct Gauges {
     pub forward: Option<crate::forward::ForwardStats>,
     /// With `--tls-cert`: certificate reloads that worked, and that failed.
     pub tls_reloads: Option<[u64; 2]>,
+    /// Read from `/proc/self` for this scrape.
+    pub process: crate::process_stats::ProcessStats,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn float(out: &mut String, name: &str, kind: &str, help: &str, value: Option<f64>) {
+    if let Some(v) = value {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -369,6 +378,57 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
             f.buffered_bytes,
         );
     }
+    family(
+        o,
+        "wsbeat_build_info",
+        "gauge",
+        "Always 1; the version of the running binary is in its label.",
+    );
+    let _ = writeln!(o, "wsbeat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let p = &g.process;
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    float(
+        o,
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    );
+    float(
+        o,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
+    float(
+        o,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        as_f64(p.resident_memory_bytes),
+    );
+    float(
+        o,
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        as_f64(p.virtual_memory_bytes),
+    );
+    float(
+        o,
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        as_f64(p.open_fds),
+    );
+    float(
+        o,
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors (the soft limit).",
+        as_f64(p.max_fds),
+    );
     if let Some((up, nodes)) = g.cluster {
         single(
             o,
@@ -392,6 +452,33 @@ pub fn render(m: &Metrics, g: Gauges) -> String {
 mod tests {
     use super::*;
 
+    fn name_is_seconds(series: &str) -> bool {
+        series.starts_with("process_") && series.contains("_seconds")
+    }
+
+    #[test]
+    fn process_metrics_left_out_when_unread() {
+        let text = render(
+            &Metrics::default(),
+            Gauges {
+                connections_open: 0,
+                clients_online: 0,
+                sse_subscribers: 0,
+                admin_connections: 0,
+                admin_requests: 0,
+                connections_buffering: 0,
+                buffered_bytes: 0,
+                loop_connections: vec![0],
+                cluster: None,
+                forward: None,
+                tls_reloads: None,
+                process: crate::process_stats::ProcessStats::default(),
+            },
+        );
+        assert!(!text.contains("process_"), "{text}");
+        assert!(text.contains("wsbeat_build_info{"));
+    }
+
     #[test]
     fn every_family_has_help_and_type_and_samples_parse() {
         let mut m = Metrics::default();
@@ -413,6 +500,14 @@ mod tests {
                 cluster: Some((true, 3)),
                 forward: Some(crate::forward::ForwardStats::default()),
                 tls_reloads: Some([1, 2]),
+                process: crate::process_stats::ProcessStats {
+                    cpu_seconds: Some(3.25),
+                    start_time_seconds: Some(1_764_409_876.54),
+                    resident_memory_bytes: Some(5_242_880),
+                    virtual_memory_bytes: Some(123_456_789),
+                    open_fds: Some(17),
+                    max_fds: Some(1_048_576),
+                },
             },
         );
         let mut families = std::collections::HashSet::new();
@@ -425,7 +520,12 @@ mod tests {
                 continue;
             }
             let (series, value) = line.rsplit_once(' ').unwrap();
-            value.parse::<u64>().unwrap();
+            // Integers, but for the process collector's seconds.
+            if name_is_seconds(series) {
+                value.parse::<f64>().unwrap();
+            } else {
+                value.parse::<u64>().unwrap();
+            }
             let name = series.split('{').next().unwrap();
             assert!(families.contains(name), "{name} has no TYPE line before it");
         }
@@ -435,6 +535,14 @@ mod tests {
         assert!(text.contains("wsbeat_loop_connections{loop=\"1\"} 1\n"));
         assert!(text.contains("wsbeat_cluster_up 1\n"));
         assert!(text.contains("wsbeat_cluster_nodes 3\n"));
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(text.contains(&format!("wsbeat_build_info{{version=\"{version}\"}} 1\n")));
+        assert!(text.contains("process_cpu_seconds_total 3.25\n"));
+        assert!(text.contains("process_start_time_seconds 1764409876.54\n"));
+        assert!(text.contains("process_resident_memory_bytes 5242880\n"));
+        assert!(text.contains("process_virtual_memory_bytes 123456789\n"));
+        assert!(text.contains("process_open_fds 17\n"));
+        assert!(text.contains("process_max_fds 1048576\n"));
         let mut sum = m.clone();
         sum.add(&m);
         assert_eq!(sum.evictions[OfflineReason::HeartbeatTimeout as usize], 2);

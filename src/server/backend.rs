@@ -238,6 +238,7 @@ impl Backend for LoopBackend<'_> {
                 loop_connections: ordered.iter().map(|n| n.connections_open).collect(),
                 cluster: self.conns.shared.cluster.as_ref().map(|c| (c.is_up(), c.nodes())),
                 forward: self.conns.shared.forwarder.as_ref().map(|f| f.stats()),
+                process: crate::process_stats::read_now(),
                 tls_reloads: self.conns.shared.tls.as_ref().map(|_| {
                     let r = &self.conns.shared.tls_reloads;
                     [
