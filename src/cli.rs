@@ -22,14 +22,15 @@ struct Flags {
     #[arg(long, env = "WSBEAT_LISTEN", default_value = "0.0.0.0:8181", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Admin HTTP API listener.
+    /// Admin HTTP API listener, or off (no admin API).
     #[arg(
         long,
         env = "WSBEAT_ADMIN_LISTEN",
         default_value = "127.0.0.1:8182",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = parse_admin_listen
     )]
-    admin_listen: SocketAddr,
+    admin_listen: AdminListen,
 
     /// Bearer token the admin API requires (all but /healthz). Required when
     /// --admin-listen is not a loopback address. Default: none.
@@ -45,8 +46,8 @@ struct Flags {
     #[arg(long, env = "WSBEAT_PATH", value_name = "PATH", value_parser = parse_path)]
     path: Option<String>,
 
-    /// Comma list of exact Origin values allowed to upgrade (others get 403).
-    /// Default: any origin.
+    /// Comma list of Origin values (scheme://host[:port], no path) allowed to
+    /// upgrade (others get 403). Default: any origin.
     #[arg(long, env = "WSBEAT_ALLOWED_ORIGINS", value_name = "LIST", value_parser = parse_origins)]
     allowed_origins: Option<Origins>,
 
@@ -94,7 +95,7 @@ struct Flags {
     max_backpressure: usize,
 
     /// Echo every non-heartbeat text and binary message back.
-    #[arg(long, env = "WSBEAT_ECHO")]
+    #[arg(long, env = "WSBEAT_ECHO", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     echo: bool,
 
     /// On SIGINT/SIGTERM: stop accepting, close every client with 1001, wait
@@ -193,7 +194,7 @@ struct Flags {
     tls_key: Option<std::path::PathBuf>,
 
     /// Serve the admin API over TLS too, with the same certificate.
-    #[arg(long, env = "WSBEAT_ADMIN_TLS")]
+    #[arg(long, env = "WSBEAT_ADMIN_TLS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     admin_tls: bool,
 }
 
@@ -303,6 +304,18 @@ fn parse_node_lease(s: &str) -> Result<Duration, String> {
 #[derive(Clone, Debug)]
 struct Origins(Vec<String>);
 
+#[derive(Clone, Copy, Debug)]
+struct AdminListen(Option<SocketAddr>);
+
+fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
+    if s == "off" {
+        return Ok(AdminListen(None));
+    }
+    s.parse()
+        .map(|a| AdminListen(Some(a)))
+        .map_err(|_| "expected an address such as 127.0.0.1:8182, or off".into())
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum HeartbeatMode {
     Ping,
@@ -338,11 +351,90 @@ fn parse_path(s: &str) -> Result<String, String> {
 }
 
 fn parse_origins(s: &str) -> Result<Origins, String> {
-    let list: Vec<String> = s.split(',').map(|o| o.trim().to_string()).collect();
+    let list: Vec<&str> = s.split(',').map(str::trim).collect();
     if list.iter().any(|o| o.is_empty()) {
         return Err("expected a comma list of origins such as https://a.example,https://b.example".into());
     }
-    Ok(Origins(list))
+    list.into_iter()
+        .map(normalise_origin)
+        .collect::<Result<_, _>>()
+        .map(Origins)
+}
+
+/// An Origin header is `scheme://host[:port]` in lowercase (RFC 6454 §6.1),
+/// so a configured value is compared in that form: its case is lowered, and
+/// one with a path (even a lone trailing slash) could never match and is
+/// refused with the value to use instead.
+fn normalise_origin(o: &str) -> Result<String, String> {
+    // Sandboxed documents send the opaque origin as the word null.
+    if o == "null" {
+        return Ok(o.into());
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err(format!(
+            "'{o}' is not an origin: expected scheme://host[:port] such as https://example.com"
+        ));
+    };
+    let (host, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if scheme.is_empty() || host.is_empty() {
+        return Err(format!(
+            "'{o}' is not an origin: expected scheme://host[:port] such as https://example.com"
+        ));
+    }
+    let origin = format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase());
+    if !path.is_empty() {
+        return Err(format!("an origin has no path: use {origin}"));
+    }
+    Ok(origin)
+}
+
+/// Clap's message without the usage block and the "--help" line (the
+/// message already names the flag), and with a value that came from the
+/// environment named by its variable.
+fn clap_error_text(e: &clap::Error, args: &[OsString]) -> String {
+    let mut text = e.render().to_string();
+    if let Some((flag, var)) = from_environment(e, args) {
+        // clap names the flag as '--flag <VALUE>'.
+        if let Some(start) = text.find(&format!("'{flag}"))
+            && let Some(len) = text[start + 1..].find('\'')
+        {
+            text.replace_range(start..start + len + 2, &format!("{var} ({flag})"));
+        }
+    }
+    let mut lines = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines() {
+        if line.starts_with("Usage:") {
+            in_usage = true;
+        } else if line.trim().is_empty() {
+            in_usage = false;
+        } else if !in_usage && !line.starts_with("For more information") {
+            lines.push(line.trim_end());
+        }
+    }
+    lines.join("\n")
+}
+
+/// The flag and variable of an invalid value that came from a `WSBEAT_*`
+/// variable (the flag itself is not on the command line).
+fn from_environment(e: &clap::Error, args: &[OsString]) -> Option<(String, String)> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let cmd = Flags::command();
+    let var = cmd.get_arguments().find(|a| a.get_long() == Some(long))?.get_env()?;
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.strip_prefix(flag.as_str()).is_some_and(|r| r.starts_with('=')))
+    });
+    if on_command_line || std::env::var_os(var).is_none() {
+        return None;
+    }
+    Some((flag, var.to_string_lossy().into_owned()))
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -360,14 +452,17 @@ fn positive_size(s: &str) -> Result<usize, String> {
 }
 
 /// Parses flags and `WSBEAT_*` variables. On `--help`/`--version` prints and
-/// returns exit code 0; on a bad value prints one line naming the flag, the
-/// value and what is allowed, and returns exit code 2.
+/// returns exit code 0; on a bad value prints one line naming the flag (or
+/// the variable it came from), the value and what is allowed, followed by
+/// clap's hints when it has some (possible values, a similar flag), and
+/// returns exit code 2.
 pub fn parse_args<I, T>(args: I) -> Result<Config, ExitCode>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let flags = match Flags::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let flags = match Flags::try_parse_from(&args) {
         Ok(f) => f,
         Err(e) => {
             use clap::error::ErrorKind::*;
@@ -378,8 +473,7 @@ where
                 let _ = e.print();
                 return Err(ExitCode::SUCCESS);
             }
-            let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            eprintln!("{}", clap_error_text(&e, &args));
             return Err(ExitCode::from(2));
         }
     };
@@ -405,7 +499,7 @@ where
     });
     let cfg = Config {
         listen: flags.listen,
-        admin_listen: Some(flags.admin_listen),
+        admin_listen: flags.admin_listen.0,
         admin_token: flags.admin_token.filter(|t| !t.is_empty()),
         admin_idle_timeout: flags.admin_idle_timeout,
         path: flags.path,
@@ -545,6 +639,60 @@ mod tests {
     }
 
     #[test]
+    fn admin_listen_off_turns_the_admin_api_off() {
+        let cfg = parse_args(["wsbeat", "--admin-listen", "off"]).unwrap();
+        assert_eq!(cfg.admin_listen, None);
+        // Without a listener, a token is not required.
+        assert!(parse_args(["wsbeat", "--admin-listen", "off", "--listen", "0.0.0.0:9000"]).is_ok());
+    }
+
+    #[test]
+    fn origins_are_lowercased_and_refused_with_a_path() {
+        let cfg = parse_args(["wsbeat", "--allowed-origins", "HTTPS://Example.COM:8443,null"]).unwrap();
+        assert_eq!(cfg.allowed_origins.unwrap(), vec!["https://example.com:8443", "null"]);
+        for (bad, why) in [
+            ("https://example.com/", "an origin has no path: use https://example.com"),
+            (
+                "https://Example.com/app",
+                "an origin has no path: use https://example.com",
+            ),
+            (
+                "https://example.com?x",
+                "an origin has no path: use https://example.com",
+            ),
+            ("example.com", "is not an origin"),
+            ("https://", "is not an origin"),
+        ] {
+            assert!(normalise_origin(bad).unwrap_err().contains(why), "{bad}");
+            assert!(parse_args(["wsbeat", "--allowed-origins", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clap_errors_keep_their_hints_without_the_usage() {
+        let text = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(Into::into).collect();
+            let e = Flags::try_parse_from(&args).unwrap_err();
+            clap_error_text(&e, &args)
+        };
+        let t = text(&["wsbeat", "--server-heartbeat", "loud"]);
+        assert!(
+            t.starts_with("error: invalid value 'loud' for '--server-heartbeat"),
+            "{t}"
+        );
+        assert!(t.contains("possible values: ping, text, both, off"), "{t}");
+        let t = text(&["wsbeat", "--heartbeat-intervall", "1s"]);
+        assert!(t.contains("--heartbeat-interval"), "{t}");
+        for t in [t, text(&["wsbeat", "--close-timeout", "5"])] {
+            assert!(
+                !t.contains("Usage:") && !t.contains("--help") && !t.contains("\n\n"),
+                "{t}"
+            );
+        }
+        assert_eq!(text(&["wsbeat", "--close-timeout", "5"]).lines().count(), 1);
+    }
+
+    #[test]
     fn bad_values_exit_2() {
         for args in [
             &["wsbeat", "--close-timeout", "5"][..],
@@ -554,6 +702,8 @@ mod tests {
             &["wsbeat", "--listen", "nowhere"],
             &["wsbeat", "--path", "ws"],
             &["wsbeat", "--allowed-origins", "a,,b"],
+            &["wsbeat", "--allowed-origins", "https://example.com/"],
+            &["wsbeat", "--admin-listen", "of"],
             &["wsbeat", "--no-such-flag"],
             &["wsbeat", "--server-heartbeat", "loud"],
             &["wsbeat", "--liveness", "some"],

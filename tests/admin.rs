@@ -253,7 +253,12 @@ fn bodies_over_max_message_size_get_413() {
     r.send(b"POST /broadcast HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n");
     let resp = read_response(&mut r);
     assert_eq!(resp.status, 413);
-    assert!(resp.json()["error"].is_string());
+    // The message states the limit and the flag that sets it.
+    let msg = resp.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("1000 bytes") && msg.contains("--max-message-size"),
+        "{msg}"
+    );
     r.wait_closed();
     assert_eq!(
         http(s.admin, "POST", "/clients/small/messages", "", &[b'x'; 1000]).status,

@@ -45,6 +45,55 @@ fn a_bad_value_exits_2_with_one_line_naming_flag_and_value() {
 }
 
 #[test]
+fn a_bad_variable_is_named_and_clap_keeps_its_hints() {
+    let out = wsbeat().env("WSBEAT_HEARTBEAT_INTERVAL", "x").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("invalid value 'x' for WSBEAT_HEARTBEAT_INTERVAL (--heartbeat-interval)"),
+        "{err}"
+    );
+    // The flag beats the variable, and is what the message names then.
+    let out = wsbeat()
+        .env("WSBEAT_HEARTBEAT_INTERVAL", "x")
+        .args(["--heartbeat-interval", "y"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("'y' for '--heartbeat-interval") && !err.contains("WSBEAT_"),
+        "{err}"
+    );
+    // Possible values and a similar flag, without the usage block.
+    for (args, hint) in [
+        (
+            &["--server-heartbeat", "loud"][..],
+            "possible values: ping, text, both, off",
+        ),
+        (&["--heartbeat-intervall", "1s"], "--heartbeat-interval"),
+    ] {
+        let out = wsbeat().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(hint) && !err.contains("Usage:"), "{err}");
+    }
+}
+
+#[test]
+fn an_allowed_origin_with_a_path_is_refused_at_start_up() {
+    for value in ["https://example.com/", "https://EXAMPLE.com/app"] {
+        let out = wsbeat().args(["--allowed-origins", value]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--allowed-origins") && err.contains("an origin has no path: use https://example.com"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_bind_failure_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -65,6 +65,39 @@ pub struct Rejection {
     pub reason: &'static str,
 }
 
+/// What a refused request shows of itself, for the refusal's log line: its
+/// path (without the query, which may carry a token), its `Origin` and its
+/// `client_id` parameter, as sent. `None` where the request does not get
+/// that far.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Described<'a> {
+    pub path: Option<&'a str>,
+    pub origin: Option<&'a [u8]>,
+    pub client_id: Option<&'a str>,
+}
+
+pub fn describe(data: &[u8]) -> Described<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = &data[..data.len().min(MAX_HEADER_BYTES)];
+    let complete = matches!(req.parse(head), Ok(httparse::Status::Complete(_)));
+    let (path, query) = match req.path {
+        Some(target) => match target.split_once('?') {
+            Some((p, q)) => (Some(p), q),
+            None => (Some(target), ""),
+        },
+        None => (None, ""),
+    };
+    Described {
+        path,
+        origin: complete
+            .then(|| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("origin")))
+            .flatten()
+            .map(|h| trim(h.value)),
+        client_id: query_pairs(query).find(|(k, _)| *k == "client_id").map(|(_, v)| v),
+    }
+}
+
 fn reject(status: u16, reason: &'static str) -> Outcome {
     Outcome::Reject(Rejection { status, reason })
 }
@@ -302,7 +335,7 @@ fn client_id_param(query: &str) -> Result<Option<Box<str>>, Rejection> {
         }
         let invalid = Rejection {
             status: 400,
-            reason: "invalid client id",
+            reason: "invalid client id: 1 to 128 bytes of A-Z a-z 0-9 . _ ~ : @ -",
         };
         let id = percent_decode(v.as_bytes()).ok_or(invalid)?;
         if !is_valid_client_id(&id) {
@@ -538,6 +571,16 @@ mod tests {
             Outcome::Accept(a) => assert_eq!(a.client_id.as_deref(), Some("dev:42")),
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn describe_shows_path_origin_and_client_id_but_not_the_query() {
+        let req = b"GET /ws?token=secret&client_id=a%20b HTTP/1.1\r\nHost: h\r\nOrigin:  https://evil.example \r\n\r\n";
+        let d = describe(req);
+        assert_eq!(d.path, Some("/ws"));
+        assert_eq!(d.origin, Some(&b"https://evil.example"[..]));
+        assert_eq!(d.client_id, Some("a%20b"));
+        assert_eq!(describe(b"\x16\x03\x01"), Described::default());
     }
 
     #[test]

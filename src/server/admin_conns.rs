@@ -307,6 +307,15 @@ impl AdminConns {
                         }
                     }
                 }
+                Parse::Error(e) if e.status == 413 => {
+                    // Say what the limit is and which flag sets it.
+                    let msg = format!(
+                        "request body too large: at most {} bytes (--max-message-size)",
+                        self.max_body
+                    );
+                    http::write_json_error(&mut out, 413, &msg, &[], false);
+                    close = true;
+                }
                 Parse::Error(e) => {
                     http::write_json_error(&mut out, e.status, e.message, &[], false);
                     close = true;

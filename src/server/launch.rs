@@ -392,6 +392,8 @@ impl Server {
         if let Some(a) = self.admin_addr {
             let scheme = if cfg.admin_tls { "https" } else { "http" };
             info!("admin API on {scheme}://{a}");
+        } else {
+            info!("admin API off (--admin-listen off)");
         }
         if cfg.server_heartbeat != ServerHeartbeat::Off && cfg.heartbeat_interval >= cfg.heartbeat_timeout {
             warn!(

@@ -53,6 +53,8 @@ pub struct Context {
     /// With forwarding: this turn's client messages and presence changes,
     /// in order, for the driver to hand to the forwarder.
     pub forwarding: Option<Vec<Item>>,
+    /// Refusals logged this second, to keep an attack from flooding the log.
+    pub(super) refusals: super::refusals::RefusalLog,
 }
 
 /// Whole milliseconds, saturating far beyond any deadline.
@@ -95,6 +97,23 @@ impl Context {
             app_handler,
             gate: super::Gate::Open,
             forwarding: None,
+            refusals: Default::default(),
+        }
+    }
+
+    /// Logs why a client was refused at `info`, within the loop's limit
+    /// (`line` is only built when it is logged). Their own target, so that
+    /// `RUST_LOG=info,wsbeat::refused=warn` silences them.
+    pub(super) fn refusal(&mut self, line: impl FnOnce() -> String) {
+        use super::refusals::{PER_SECOND, Verdict};
+        if let Verdict::Log { suppressed } = self.refusals.admit(self.now) {
+            if suppressed > 0 {
+                log::info!(
+                    target: "wsbeat::refused",
+                    "refusals: {suppressed} lines suppressed (at most {PER_SECOND} a second per event loop)"
+                );
+            }
+            log::info!(target: "wsbeat::refused", "{}", line());
         }
     }
 

@@ -20,6 +20,7 @@
 mod context;
 mod fanout;
 mod gate;
+mod refusals;
 pub mod sim;
 
 use std::sync::Arc;
@@ -121,7 +122,8 @@ const EARLY_DATA: Rejection = Rejection {
 enum Admit {
     /// Bind this id (if any); `exp`: a JWT's, in Unix seconds (0: none).
     Yes(Option<Box<str>>, u32),
-    No(AuthFailure),
+    /// With, for an id mismatch, the id asked for and the id given.
+    No(AuthFailure, Option<Box<(Box<str>, Box<str>)>>),
 }
 
 /// One connection. `T` is the driver's transport (a socket in the server,
@@ -402,7 +404,7 @@ impl<T: PeerAddr> Session<T> {
                     s.pending = None;
                     s.handshake = Vec::new();
                     self.forget_authorization(cx);
-                    self.refuse_request(cx, EARLY_DATA);
+                    self.refuse_request(cx, EARLY_DATA, &[]);
                 } else {
                     s.handshake.extend_from_slice(data);
                 }
@@ -422,8 +424,21 @@ impl<T: PeerAddr> Session<T> {
     }
 
     /// Answers an upgrade request with an HTTP error and fails.
-    fn refuse_request(&mut self, cx: &mut Context, r: Rejection) {
-        debug!("{}: handshake refused: {} {}", self.peer(), r.status, r.reason);
+    fn refuse_request(&mut self, cx: &mut Context, r: Rejection, request: &[u8]) {
+        cx.refusal(|| {
+            let d = handshake::describe(request);
+            let mut line = format!("{}: upgrade refused: {} {}", self.peer(), r.status, r.reason);
+            if let Some(p) = d.path {
+                line += &format!(", path {}", refusals::shown(p));
+            }
+            if let Some(o) = d.origin {
+                line += &format!(", origin {}", refusals::shown(&String::from_utf8_lossy(o)));
+            }
+            if let Some(id) = d.client_id {
+                line += &format!(", client_id {}", refusals::shown(id));
+            }
+            line
+        });
         cx.metrics.handshake_failure(r.status);
         cx.metrics.reject(crate::metrics::RejectReason::HandshakeFailed);
         handshake::write_rejection(&mut cx.out, &r);
@@ -440,7 +455,7 @@ impl<T: PeerAddr> Session<T> {
                 After::Keep
             }
             Outcome::Reject(r) => {
-                self.refuse_request(cx, r);
+                self.refuse_request(cx, r, data);
                 After::Keep
             }
             Outcome::Accept(a) => {
@@ -448,14 +463,16 @@ impl<T: PeerAddr> Session<T> {
                     Gate::Open => Admit::Yes(a.client_id, 0),
                     Gate::Jwt(verifier) => match gate::check(verifier, a.token, cx.wall) {
                         Ok(claims) => match a.client_id {
-                            Some(id) if id != claims.sub => Admit::No(AuthFailure::IdMismatch),
+                            Some(id) if id != claims.sub => {
+                                Admit::No(AuthFailure::IdMismatch, Some(Box::new((id, claims.sub))))
+                            }
                             _ => Admit::Yes(Some(claims.sub), gate::exp_u32(claims.exp)),
                         },
-                        Err(f) => Admit::No(f),
+                        Err(f) => Admit::No(f, None),
                     },
                     Gate::Webhook(..) if data.len() - a.consumed > handshake::MAX_HEADER_BYTES => {
                         // As for bytes that come later while it waits.
-                        self.refuse_request(cx, EARLY_DATA);
+                        self.refuse_request(cx, EARLY_DATA, data);
                         return After::Keep;
                     }
                     Gate::Webhook(backend, timeout) => {
@@ -472,6 +489,7 @@ impl<T: PeerAddr> Session<T> {
                                     status: 503,
                                     reason: "too many upgrades waiting for authorization, try again later",
                                 },
+                                data,
                             );
                             return After::Keep;
                         }
@@ -503,9 +521,19 @@ impl<T: PeerAddr> Session<T> {
         handshake::write_accept(&mut cx.out, accept);
         let (id, exp) = match admit {
             Admit::Yes(id, exp) => (id, exp),
-            Admit::No(failure) => {
+            Admit::No(failure, ids) => {
                 let (code, reason) = failure.close();
-                debug!("{}: {reason}", self.peer());
+                cx.refusal(|| {
+                    let mut line = format!("{}: upgrade refused: close {code} {reason}", self.peer());
+                    if let Some((asked, given)) = ids.as_deref() {
+                        line += &format!(
+                            ", client_id {} but authorized as {}",
+                            refusals::shown(asked),
+                            refusals::shown(given)
+                        );
+                    }
+                    line
+                });
                 cx.metrics.auth_failure(failure);
                 // Counted as close_inline counts it (1008 for a mismatch).
                 cx.metrics.protocol_error(code);
@@ -557,14 +585,14 @@ impl<T: PeerAddr> Session<T> {
         self.release_spill();
         let admit = match verdict {
             Verdict::Accept(id) => match pending.client_id {
-                Some(asked) if asked != id => Admit::No(AuthFailure::IdMismatch),
+                Some(asked) if asked != id => Admit::No(AuthFailure::IdMismatch, Some(Box::new((asked, id)))),
                 _ => Admit::Yes(Some(id), 0),
             },
-            Verdict::Unauthorized => Admit::No(AuthFailure::WebhookUnauthorized),
-            Verdict::Forbidden => Admit::No(AuthFailure::WebhookForbidden),
+            Verdict::Unauthorized => Admit::No(AuthFailure::WebhookUnauthorized, None),
+            Verdict::Forbidden => Admit::No(AuthFailure::WebhookForbidden, None),
             Verdict::Unavailable(why) => {
                 debug!("{}: auth webhook: {why}", self.peer());
-                Admit::No(AuthFailure::WebhookError)
+                Admit::No(AuthFailure::WebhookError, None)
             }
         };
         self.admit(cx, &pending.accept, admit, &mut rest)
@@ -659,7 +687,15 @@ impl<T: PeerAddr> Session<T> {
                                 Some(current) if current == id => {
                                     cx.heartbeat(conn_info(self.id, &self.client_id, &self.io));
                                 }
-                                Some(_) => {
+                                Some(current) => {
+                                    cx.refusal(|| {
+                                        format!(
+                                            "{}: client id mismatch: heartbeat id {} on a connection bound to {}",
+                                            Peer(&self.io),
+                                            refusals::shown(id),
+                                            refusals::shown(current)
+                                        )
+                                    });
                                     if !matches!(cx.gate, Gate::Open) {
                                         // The id was given by a token or the webhook.
                                         cx.metrics.auth_failure(AuthFailure::IdMismatch);
@@ -679,6 +715,13 @@ impl<T: PeerAddr> Session<T> {
                             None
                         }
                         Heartbeat::InvalidId => {
+                            cx.refusal(|| {
+                                format!(
+                                    "{}: invalid client id in heartbeat {} (1 to 128 bytes of A-Z a-z 0-9 . _ ~ : @ -)",
+                                    Peer(&self.io),
+                                    refusals::shown(t)
+                                )
+                            });
                             self.close_inline(cx, 1008, "invalid client id", OfflineReason::Error);
                             None
                         }
