@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
+use common::script::Script;
 use common::tls::{WssServer, start_wss};
 use common::*;
 
@@ -53,20 +52,10 @@ fn require_browser_deps() {
     );
 }
 
-/// `tests/browser/wss_heartbeat_push.mjs` running under node: its stdout
-/// lines as they come, its stderr kept for failure messages. Dropping it
-/// closes its stdin, on which the script closes the browser and exits;
-/// one that does not within [`DEADLINE`] is killed.
-struct Script {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Script {
-    fn start(s: &WssServer) -> Script {
-        let mut child = Command::new("node")
+/// `tests/browser/wss_heartbeat_push.mjs` running under node.
+fn start_script(s: &WssServer) -> Script {
+    Script::spawn(
+        Command::new("node")
             .current_dir(browser_dir())
             .arg("wss_heartbeat_push.mjs")
             .arg("--url")
@@ -75,98 +64,37 @@ impl Script {
             .arg(&s.files.cert)
             .args(["--id", ID, "--chromium", CHROMIUM, "--heartbeat-ms", "200"])
             .arg("--timeout-ms")
-            .arg(SCRIPT_TIMEOUT.as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Script {
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    /// The next JSON line from the script, within `limit`; an `error` event,
-    /// silence or an exit fails the test with the script's stderr.
-    fn next(&mut self, limit: Duration) -> serde_json::Value {
-        let line = match self.lines.recv_timeout(limit) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!(
-                "no word from the browser script within {limit:?}; its stderr:\n{}",
-                self.stderr.lock().unwrap()
-            ),
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.wait_exit();
-                panic!(
-                    "the browser script ended ({status}) without a result; its stderr:\n{}",
-                    self.stderr.lock().unwrap()
-                )
-            }
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON from the browser script: {line}"));
-        assert_ne!(
-            v["event"],
-            "error",
-            "the browser script failed: {}\nits stderr:\n{}",
-            v["error"],
-            self.stderr.lock().unwrap()
-        );
-        v
-    }
-
-    /// Waits for the script to exit, up to [`DEADLINE`].
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for node") {
-                return status;
-            }
-            assert!(
-                t.elapsed() < DEADLINE,
-                "the browser script did not exit within {DEADLINE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+            .arg(SCRIPT_TIMEOUT.as_millis().to_string()),
+    )
 }
 
-impl Drop for Script {
-    fn drop(&mut self) {
-        // Closing stdin asks the script to close the browser (a killed node
-        // would leave Chromium's process group behind); kill only if it
-        // does not go.
-        drop(self.stdin.take());
-        let t = Instant::now();
-        while t.elapsed() < DEADLINE {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// The next JSON line from the script, within `limit`; an `error` event,
+/// silence or an exit fails the test with the script's stderr.
+fn next(script: &mut Script, limit: Duration) -> serde_json::Value {
+    let line = match script.lines.recv_timeout(limit) {
+        Ok(line) => line,
+        Err(RecvTimeoutError::Timeout) => panic!(
+            "no word from the browser script within {limit:?}; its stderr:\n{}",
+            script.stderr()
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            let status = script.wait_exit();
+            panic!(
+                "the browser script ended ({status}) without a result; its stderr:\n{}",
+                script.stderr()
+            )
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON from the browser script: {line}"));
+    assert_ne!(
+        v["event"],
+        "error",
+        "the browser script failed: {}\nits stderr:\n{}",
+        v["error"],
+        script.stderr()
+    );
+    v
 }
 
 #[test]
@@ -175,9 +103,9 @@ fn chromium_heartbeats_over_wss_and_gets_a_push() {
     // Text heartbeats, which a page can see (pings it cannot), often enough
     // for one to arrive while the test runs.
     let s = start_wss(&["--server-heartbeat", "text", "--heartbeat-interval", "200ms"]);
-    let mut script = Script::start(&s);
+    let mut script = start_script(&s);
 
-    let first = script.next(BROWSER_START);
+    let first = next(&mut script, BROWSER_START);
     assert_eq!(first["event"], "heartbeat-sent", "{first}");
     // The URL carries no client_id: the id is known from the heartbeat alone.
     let client = wait_listed(s.admin(), ID);
@@ -193,7 +121,7 @@ fn chromium_heartbeats_over_wss_and_gets_a_push() {
     let text = "pushed over wss: κόσμε ✓";
     push_text(s.admin(), ID, text);
 
-    let done = script.next(DEADLINE);
+    let done = next(&mut script, DEADLINE);
     assert_eq!(done["event"], "done", "{done}");
     assert_eq!(done["messages"], serde_json::json!([text]), "{done}");
     assert!(done["serverHeartbeats"].as_u64().unwrap() >= 1, "{done}");
@@ -211,7 +139,7 @@ fn chromium_heartbeats_over_wss_and_gets_a_push() {
     assert!(
         status.success(),
         "node exited with {status}; its stderr:\n{}",
-        script.stderr.lock().unwrap()
+        script.stderr()
     );
 
     // The page's close frame took the client offline, and Chromium trusted

@@ -9,15 +9,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::script::Script;
 use common::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -62,10 +62,7 @@ fn fast_retry(id: &str) -> Value {
 /// closes stdin, on which it closes its clients (and browser) and exits;
 /// one that does not within [`DEADLINE`] is killed.
 struct Driver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
+    script: Script,
     /// Every event read so far, in order.
     seen: Vec<Value>,
 }
@@ -94,34 +91,8 @@ impl Driver {
     }
 
     fn start(mut cmd: Command, ready_within: Duration) -> Driver {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
         let mut d = Driver {
-            child,
-            stdin,
-            lines,
-            stderr,
+            script: Script::spawn(&mut cmd),
             seen: Vec::new(),
         };
         let ready = d.next(ready_within).expect("the client script's ready line");
@@ -130,7 +101,7 @@ impl Driver {
     }
 
     fn cmd(&mut self, v: Value) {
-        let stdin = self.stdin.as_mut().unwrap();
+        let stdin = self.script.stdin.as_mut().unwrap();
         writeln!(stdin, "{v}").expect("write to the client script");
         stdin.flush().unwrap();
     }
@@ -142,15 +113,15 @@ impl Driver {
     /// The next line within `limit`, or `None`; an `error` line, a request
     /// leaving the page or an exit fails the test with the script's stderr.
     fn next(&mut self, limit: Duration) -> Option<Value> {
-        let line = match self.lines.recv_timeout(limit) {
+        let line = match self.script.lines.recv_timeout(limit) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => return None,
             Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().expect("wait for node");
+                let status = self.script.child.wait().expect("wait for node");
                 panic!(
                     "the client script ended ({status}); events: {:?}\nits stderr:\n{}",
                     self.seen,
-                    self.stderr.lock().unwrap()
+                    self.script.stderr()
                 )
             }
         };
@@ -158,7 +129,7 @@ impl Driver {
         assert!(
             v["event"] != "error" && v["event"] != "blocked",
             "the client script: {v}\nits stderr:\n{}",
-            self.stderr.lock().unwrap()
+            self.script.stderr()
         );
         self.seen.push(v.clone());
         Some(v)
@@ -174,7 +145,7 @@ impl Driver {
                 panic!(
                     "no {want} from {client} within {limit:?}; events so far: {:?}\nstderr:\n{}",
                     self.seen,
-                    self.stderr.lock().unwrap()
+                    self.script.stderr()
                 );
             };
             let fits = want.as_object().unwrap().iter().all(|(k, w)| &v[k] == w);
@@ -213,21 +184,6 @@ impl Driver {
             .filter(|v| v["client"] == client && v["event"] == "message")
             .map(|v| v["data"].as_str().unwrap().to_string())
             .collect()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let t = Instant::now();
-        while t.elapsed() < DEADLINE {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

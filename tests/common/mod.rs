@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod http;
 pub mod jwt;
 pub mod redis;
+pub mod script;
 pub mod tls;
 
 /// Generous: tests wait for events, never for wall-clock speed.
