@@ -549,7 +549,11 @@ impl Events {
 
 /// The value of the `/metrics` line named `name` exactly (labels included).
 pub fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http(admin, "GET", "/metrics", "", b"").text();
+    metric_in(&http(admin, "GET", "/metrics", "", b"").text(), name)
+}
+
+/// The value of the line named `name` exactly in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))

@@ -354,13 +354,7 @@ pub fn https(
 
 /// The value of the `/metrics` line named `name` exactly, over TLS.
 pub fn metric_https(admin: SocketAddr, cfg: &Arc<ClientConfig>, name: &str) -> u64 {
-    let text = https(admin, cfg, "GET", "/metrics", "", b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    super::metric_in(&https(admin, cfg, "GET", "/metrics", "", b"").text(), name)
 }
 
 /// Everything the server sends until it closes the connection (a reset
